@@ -1,0 +1,55 @@
+"""The MaskSub knobs, as TrainingArguments fields so one HfArgumentParser reads them all."""
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+MASKSUB_TYPES = ("mask", "drop", "path", "none")
+RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse")
+
+
+def validate(masksub_type: str, masksub_ratio: float, masksub_loss: str = "auto") -> None:
+    """Raise a ValueError that names the bad value and the accepted ones."""
+    if masksub_type not in MASKSUB_TYPES:
+        raise ValueError(f"--masksub_type {masksub_type!r} is unknown; choose one of {', '.join(MASKSUB_TYPES)}.")
+    if not isinstance(masksub_ratio, (int, float)) or not 0.0 <= masksub_ratio < 1.0:
+        raise ValueError(
+            f"--masksub_ratio must be in [0, 1) (the share of tokens dropped, or the dropout / drop-path "
+            f"probability of the sub-branch); got {masksub_ratio!r}. The paper's default is 0.5."
+        )
+    if masksub_loss not in RELAXED_LOSSES:
+        raise ValueError(f"--masksub_loss {masksub_loss!r} is unknown; choose one of {', '.join(RELAXED_LOSSES)}.")
+
+
+@dataclass
+class MaskSubConfig(TrainingArguments):
+    """TrainingArguments plus the sub-branch settings (the convention TRL uses for its trainers)."""
+
+    masksub_type: str = field(
+        default="mask",
+        metadata={
+            "help": "Sub-branch perturbation: 'mask' drops a share of the input tokens (MaskSub), 'drop' raises every "
+            "dropout (DropSub), 'path' adds drop-path to every residual block (PathSub), 'none' trains as plain "
+            "Trainer does.",
+            "choices": list(MASKSUB_TYPES),
+        },
+    )
+    masksub_ratio: float = field(
+        default=0.5,
+        metadata={
+            "help": "Strength of the sub-branch perturbation in [0, 1): the share of tokens dropped for 'mask', the "
+            "dropout or drop-path probability for 'drop' and 'path'. The paper uses 0.5."
+        },
+    )
+    masksub_loss: str = field(
+        default="auto",
+        metadata={
+            "help": "Loss matching the sub-branch to the detached main prediction: 'softmax' (soft-target cross-"
+            "entropy), 'sigmoid' (BCE to sigmoid targets), 'mse' (regression), or 'auto' to choose from the "
+            "model's config (problem_type, num_labels).",
+            "choices": list(RELAXED_LOSSES),
+        },
+    )
+
+    def __post_init__(self):
+        validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
+        super().__post_init__()

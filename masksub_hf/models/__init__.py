@@ -1,0 +1,11 @@
+"""Per-family knowledge: where tokens enter, which modules are residual blocks. Most specific first."""
+from .base import FAMILIES, Family, find_family, register_family
+from .hf_image import PixelFamily
+from .hf_text import TextEncoderFamily
+from .hf_vit import ViTFamily
+from .timm import TimmFamily
+
+for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
+    register_family(_family, first=False)
+
+__all__ = ["FAMILIES", "Family", "find_family", "register_family"]

@@ -1,0 +1,16 @@
+"""Any other HF image classifier (ResNet, Swin, ConvNeXt...): block masking of the pixels, as the paper does."""
+from contextlib import contextmanager
+
+from ..perturb import block_mask
+from .base import Family
+
+
+class PixelFamily(Family):
+    name = "other HF image classifiers (32x32 pixel-block masking)"
+
+    def matches(self, model):
+        return getattr(model, "main_input_name", None) == "pixel_values"
+
+    @contextmanager
+    def mask(self, model, inputs, ratio):
+        yield {**inputs, "pixel_values": block_mask(inputs["pixel_values"], ratio)}

@@ -1,0 +1,18 @@
+"""Block masking for models that cannot drop tokens (CNNs, hierarchical ViTs): zero square pixel blocks."""
+import math
+
+import torch
+
+from .tokens import random_scores
+
+
+def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = 32) -> torch.Tensor:
+    """Zero `ratio` of the block x block cells of each image (partial cells at the edges count)."""
+    b, _, h, w = pixel_values.shape
+    gh, gw = math.ceil(h / block), math.ceil(w / block)
+    n_drop = int(gh * gw * ratio)
+    scores = random_scores((b, gh * gw), pixel_values.device)
+    drop = torch.zeros(b, gh * gw, dtype=torch.bool, device=pixel_values.device)
+    drop.scatter_(1, scores.argsort(dim=1)[:, :n_drop], True)
+    keep = (~drop).view(b, 1, gh, gw).repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :h, :w]
+    return pixel_values * keep.to(pixel_values.dtype)

@@ -1,0 +1,39 @@
+"""Token dropping shared by every family: which tokens the sub-branch keeps."""
+import torch
+
+
+def random_scores(shape, device) -> torch.Tensor:
+    """Per-token random priorities; one place, so tests can make the masks deterministic."""
+    return torch.rand(shape, device=device)
+
+
+def keep_indices(valid: torch.Tensor, ratio: float, num_prefix: int = 1):
+    """Choose, per sample, which tokens to keep after dropping `ratio` of the droppable ones.
+
+    valid: (B, L) bool, True for real tokens (padding is never kept).
+    The first `num_prefix` positions (CLS, distillation token...) are always kept and never
+    count as droppable. Returns (index, kept): index (B, K) into the sequence in original order,
+    kept (B, K) bool marking the real entries (rows shorter than K are padded at the end).
+    """
+    batch, length = valid.shape
+    valid = valid.bool()
+    prefix = torch.zeros_like(valid)
+    prefix[:, :num_prefix] = True
+    droppable = valid & ~prefix
+    n_droppable = droppable.sum(1)
+    n_keep = (valid & prefix).sum(1) + n_droppable - (n_droppable * ratio).floor().long()
+    width = int(n_keep.max())
+    scores = random_scores((batch, length), valid.device)
+    scores = scores.masked_fill(prefix, -1.0).masked_fill(~valid, 2.0)  # prefix first, padding last
+    index = scores.argsort(dim=1)[:, :width]
+    kept = torch.arange(width, device=valid.device)[None, :] < n_keep[:, None]
+    # restore the original order of the kept tokens, leaving the unused slots at the end
+    order = torch.where(kept, index, index + length).argsort(dim=1)
+    return index.gather(1, order), kept
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b]] for (B, L) or (B, L, D) tensors."""
+    if x.dim() == 2:
+        return x.gather(1, index)
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))

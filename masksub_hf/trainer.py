@@ -1,0 +1,112 @@
+"""MaskSubTrainer: transformers.Trainer whose training step adds the MaskSub sub-branch.
+
+One step = main branch exactly as Trainer computes it, backward of its half, then the
+perturbed sub-branch trained toward the detached main prediction, backward of its half.
+Trainer then clips once and steps once. Peak activation memory stays at one branch.
+"""
+from contextlib import nullcontext
+
+import torch
+from accelerate.utils import DistributedType
+from transformers import Trainer
+
+from .config import validate
+from .losses import RELAXED_LOSSES, resolve_loss_name
+from .models import find_family
+
+
+def _logits(outputs):
+    if isinstance(outputs, dict) and "logits" in outputs:
+        return outputs["logits"]
+    raise ValueError(
+        "MaskSubTrainer needs a model that returns a ModelOutput/dict with 'logits' (got "
+        f"{type(outputs).__name__}); return_dict=False models are not supported."
+    )
+
+
+class MaskSubTrainer(Trainer):
+    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5)."""
+
+    # Our losses are per-batch means: Trainer and we divide them by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # never hand num_items_in_batch to the model: BERT ignores it, ViT divides by it (hf-trainer-notes)
+        self.model_accepts_loss_kwargs = False
+        self.masksub_type = getattr(self.args, "masksub_type", "mask")
+        self.masksub_ratio = getattr(self.args, "masksub_ratio", 0.5)
+        self.masksub_loss = getattr(self.args, "masksub_loss", "auto")
+        validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
+        self.family = None
+        if self.masksub_type != "none":
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            self.family = find_family(unwrapped)
+            self.family.check(unwrapped, self.masksub_type)
+        self._branch_sums = {}
+
+    # ---- the sub-branch ----------------------------------------------------------------------
+    def sub_branch_loss(self, model, inputs, main_logits):
+        """Forward the perturbed batch through the same (wrapped) model; relaxed loss to the detached target."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        sub_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        perturb = getattr(self.family, self.masksub_type)
+        with perturb(unwrapped, sub_inputs, self.masksub_ratio) as sub_inputs:
+            sub_logits = _logits(model(**sub_inputs))
+        loss_name = resolve_loss_name(unwrapped, self.masksub_loss)
+        return RELAXED_LOSSES[loss_name](sub_logits, main_logits.detach())
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training: the full MaskSub loss (L_main + L_sub) / 2. Evaluation: exactly Trainer's."""
+        if self.family is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        main_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True)
+        sub_loss = self.sub_branch_loss(model, inputs, _logits(outputs))
+        self._record(main_loss, sub_loss)
+        loss = (main_loss + sub_loss) / 2
+        return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.family is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        scale = 2 * getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        kwargs = {}
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            # each DeepSpeed backward may step and ZeRO rejects a second one: one combined backward
+            kwargs["scale_wrt_gas"] = False
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            self.accelerator.backward(loss / scale * 2, **kwargs)
+            return loss.detach() / scale * 2
+        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
+        # wait (no_sync): the sub-branch backward all-reduces the sum once.
+        with self.accelerator.no_sync(model):
+            with self.compute_loss_context_manager():
+                main_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True)
+            target = _logits(outputs).detach()
+            del outputs
+            self.accelerator.backward(main_loss / scale)
+        with self.compute_loss_context_manager():
+            sub_loss = self.sub_branch_loss(model, inputs, target)
+        self.accelerator.backward(sub_loss / scale)
+        self._record(main_loss, sub_loss)
+        return (main_loss.detach() + sub_loss.detach()) / scale
+
+    # ---- logging -------------------------------------------------------------------------------
+    def _record(self, main_loss, sub_loss):
+        for key, value in (("loss_main", main_loss), ("loss_sub", sub_loss)):
+            total, count = self._branch_sums.get(key, (0.0, 0))
+            self._branch_sums[key] = (total + value.detach().float(), count + 1)
+
+    def log(self, logs, *args, **kwargs):
+        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`."""
+        if "loss" in logs and self._branch_sums:
+            for key, (total, count) in self._branch_sums.items():
+                value = self.accelerator.gather((total / count).reshape(1)).mean().item()
+                logs[key] = round(value, 4)
+            self._branch_sums = {}
+        super().log(logs, *args, **kwargs)
