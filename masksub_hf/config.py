@@ -49,6 +49,13 @@ class MaskSubConfig(TrainingArguments):
             "choices": list(RELAXED_LOSSES),
         },
     )
+    masksub_plain: bool = field(
+        default=False,
+        metadata={
+            "help": "Analysis baseline, not a method: apply the masksub_type perturbation to the main branch itself and "
+            "run no sub-branch (the paper's plain-masking row, which it shows hurts)."
+        },
+    )
 
     def __post_init__(self):
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)

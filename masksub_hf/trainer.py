@@ -4,7 +4,7 @@ One step = main branch exactly as Trainer computes it, backward of its half, the
 perturbed sub-branch trained toward the detached main prediction, backward of its half.
 Trainer then clips once and steps once. Peak activation memory stays at one branch.
 """
-from contextlib import nullcontext
+import time
 
 import torch
 from accelerate.utils import DistributedType
@@ -37,21 +37,29 @@ class MaskSubTrainer(Trainer):
         self.masksub_type = getattr(self.args, "masksub_type", "mask")
         self.masksub_ratio = getattr(self.args, "masksub_ratio", 0.5)
         self.masksub_loss = getattr(self.args, "masksub_loss", "auto")
+        self.masksub_plain = getattr(self.args, "masksub_plain", False)
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
+        if self.masksub_plain and self.masksub_type == "none":
+            raise ValueError("--masksub_plain applies the masksub_type perturbation to the main branch; "
+                             "choose --masksub_type mask, drop or path with it.")
         self.family = None
         if self.masksub_type != "none":
             unwrapped = self.accelerator.unwrap_model(self.model)
             self.family = find_family(unwrapped)
             self.family.check(unwrapped, self.masksub_type)
         self._branch_sums = {}
+        self._train_started = None
 
     # ---- the sub-branch ----------------------------------------------------------------------
+    def perturbed(self, model, inputs):
+        """Context manager: the model perturbed as masksub_type says, yielding the matching inputs."""
+        perturb = getattr(self.family, self.masksub_type)
+        return perturb(self.accelerator.unwrap_model(model), inputs, self.masksub_ratio)
+
     def sub_branch_loss(self, model, inputs, main_logits):
         """Forward the perturbed batch through the same (wrapped) model; relaxed loss to the detached target."""
         unwrapped = self.accelerator.unwrap_model(model)
-        sub_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        perturb = getattr(self.family, self.masksub_type)
-        with perturb(unwrapped, sub_inputs, self.masksub_ratio) as sub_inputs:
+        with self.perturbed(model, {k: v for k, v in inputs.items() if k != "labels"}) as sub_inputs:
             sub_logits = _logits(model(**sub_inputs))
         loss_name = resolve_loss_name(unwrapped, self.masksub_loss)
         return RELAXED_LOSSES[loss_name](sub_logits, main_logits.detach())
@@ -60,6 +68,9 @@ class MaskSubTrainer(Trainer):
         """Training: the full MaskSub loss (L_main + L_sub) / 2. Evaluation: exactly Trainer's."""
         if self.family is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.masksub_plain:
+            with self.perturbed(model, dict(inputs)) as masked_inputs:
+                return super().compute_loss(model, masked_inputs, return_outputs, num_items_in_batch)
         main_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True)
         sub_loss = self.sub_branch_loss(model, inputs, _logits(outputs))
         self._record(main_loss, sub_loss)
@@ -67,7 +78,9 @@ class MaskSubTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.family is None:
+        if self._train_started is None:
+            self._train_started = time.perf_counter()
+        if self.family is None or self.masksub_plain:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
@@ -103,7 +116,10 @@ class MaskSubTrainer(Trainer):
             self._branch_sums[key] = (total + value.detach().float(), count + 1)
 
     def log(self, logs, *args, **kwargs):
-        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`."""
+        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`, and the
+        seconds since training began (`elapsed_s`) so runs can be compared against wall-clock."""
+        if self._train_started is not None:
+            logs["elapsed_s"] = round(time.perf_counter() - self._train_started, 3)
         if "loss" in logs and self._branch_sums:
             for key, (total, count) in self._branch_sums.items():
                 value = self.accelerator.gather((total / count).reshape(1)).mean().item()
