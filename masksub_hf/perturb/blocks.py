@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from .tokens import random_scores
+from . import tokens
 
 
 def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = 32) -> torch.Tensor:
@@ -11,7 +11,7 @@ def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = 32) -> tor
     b, _, h, w = pixel_values.shape
     gh, gw = math.ceil(h / block), math.ceil(w / block)
     n_drop = int(gh * gw * ratio)
-    scores = random_scores((b, gh * gw), pixel_values.device)
+    scores = tokens.random_scores((b, gh * gw), pixel_values.device)
     drop = torch.zeros(b, gh * gw, dtype=torch.bool, device=pixel_values.device)
     drop.scatter_(1, scores.argsort(dim=1)[:, :n_drop], True)
     keep = (~drop).view(b, 1, gh, gw).repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :h, :w]

@@ -21,9 +21,9 @@ def block_drop_path(blocks: Iterable[nn.Module], p: float):
     """Drop each block's whole residual update per sample with probability p, while inside."""
 
     def hook(module, args, kwargs, output):
-        x = args[0] if args else next(iter(kwargs.values()))
         if not module.training or p == 0:
             return output
+        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
         if isinstance(output, tuple):
             return (_drop_update(x, output[0], p),) + tuple(output[1:])
         return _drop_update(x, output, p)
