@@ -1,0 +1,194 @@
+"""MaskSubTrainer against transformers.Trainer: the acceptance list of the core, one test each."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TimmWrapperConfig, \
+    TimmWrapperForImageClassification
+
+import masksub_hf.trainer as trainer_module
+from masksub_hf import MaskSubTrainer
+from masksub_hf.perturb import dropout_sites
+from tests.helpers import args, fixed_scores, image_dataset, text_batch, text_dataset, tiny_bert, tiny_vit
+
+
+def accuracy(pred):
+    return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+
+@pytest.fixture()
+def tok(tiny_bert_dir):
+    return AutoTokenizer.from_pretrained(tiny_bert_dir)
+
+
+def _text_setup(tok, movie_reviews, n=32, **model_kw):
+    return tiny_bert(vocab_size=len(tok), **model_kw), text_dataset(tok, movie_reviews, n), DataCollatorWithPadding(tok)
+
+
+def _trained(cls, model, train, collator, tmp_path, **kw):
+    trainer = cls(model=model, args=args(tmp_path, **kw), train_dataset=train, eval_dataset=train,
+                  data_collator=collator, compute_metrics=accuracy)
+    trainer.train()
+    return trainer
+
+
+# 1. masksub_type=none is Trainer ------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_none_is_exactly_trainer(family, tok, movie_reviews, digits, tmp_path):
+    runs = []
+    for cls in (Trainer, MaskSubTrainer):
+        if family == "bert":
+            model, data, collator = _text_setup(tok, movie_reviews, dropout=0.1)
+        else:
+            model, data, collator = tiny_vit(hidden_dropout_prob=0.1), image_dataset(digits), None
+        runs.append(_trained(cls, model, data, collator, tmp_path / cls.__name__, masksub_type="none"))
+    plain, ours = runs
+    for (name, a), b in zip(plain.model.state_dict().items(), ours.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    m_plain, m_ours = plain.evaluate(), ours.evaluate()
+    assert m_plain["eval_loss"] == m_ours["eval_loss"] and m_plain["eval_accuracy"] == m_ours["eval_accuracy"]
+
+
+# 3. two backward passes = one combined backward ---------------------------------------------------
+@pytest.mark.parametrize("masksub_type", ["mask", "path", "drop"])
+def test_two_backward_passes_give_the_combined_gradient(masksub_type, tok, movie_reviews, tmp_path, monkeypatch):
+    fixed_scores(monkeypatch)
+    model, _, _ = _text_setup(tok, movie_reviews)
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+    trainer.current_gradient_accumulation_steps = 1
+    batch = text_batch(tok, movie_reviews)
+    grads = []
+    for combined in (False, True):
+        model.zero_grad()
+        torch.manual_seed(0)  # same drop / drop-path draws in both runs
+        if combined:
+            model.train()
+            trainer.compute_loss(model, dict(batch)).backward()
+        else:
+            trainer.training_step(model, dict(batch))
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+# 4. gradient accumulation: 2 x B == 1 x 2B -----------------------------------------------------------
+@pytest.mark.parametrize("family", ["bert", "vit"])
+@pytest.mark.parametrize("masksub_type", ["none", "mask"])
+def test_gradient_accumulation_matches_the_large_batch(family, masksub_type, tok, movie_reviews, digits, tmp_path,
+                                                       monkeypatch):
+    fixed_scores(monkeypatch)
+    finals = []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        if family == "bert":
+            model, data, collator = _text_setup(tok, movie_reviews, n=16)
+        else:
+            model, data, collator = tiny_vit(), image_dataset(digits, n=16), None
+        # SGD, no clipping: the update is lr * gradient, so any scaling error shows in the weights
+        trainer = MaskSubTrainer(model=model, train_dataset=data, data_collator=collator, args=args(
+            tmp_path / f"{batch_size}", masksub_type=masksub_type, per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, max_steps=2, optim="sgd", learning_rate=0.5,
+            max_grad_norm=0.0, train_sampling_strategy="sequential", lr_scheduler_type="constant"))
+        trainer.train()
+        finals.append(trainer.model.state_dict())
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        finals.append(losses)
+    (w1, l1, w2, l2) = finals
+    for name in w1:
+        assert torch.allclose(w1[name], w2[name], atol=1e-5, rtol=1e-4), name
+    assert np.allclose(l1, l2, rtol=1e-4)  # the logged loss is the same mean too
+
+
+# 6. evaluation and prediction never run the sub-branch ----------------------------------------------
+def test_eval_and_predict_run_one_forward_per_batch_and_match_trainer(tok, movie_reviews, tmp_path):
+    model, data, collator = _text_setup(tok, movie_reviews, n=20)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    ours = MaskSubTrainer(model=model, args=args(tmp_path), eval_dataset=data, data_collator=collator,
+                          compute_metrics=accuracy)
+    plain = Trainer(model=model, args=args(tmp_path), eval_dataset=data, data_collator=collator,
+                    compute_metrics=accuracy)
+    m_ours = ours.evaluate()
+    assert len(calls) == math.ceil(20 / 8)
+    m_plain = plain.evaluate()
+    assert (m_ours["eval_loss"], m_ours["eval_accuracy"]) == (m_plain["eval_loss"], m_plain["eval_accuracy"])
+    calls.clear()
+    p_ours = ours.predict(data)
+    assert len(calls) == math.ceil(20 / 8)
+    assert np.array_equal(p_ours.predictions, plain.predict(data).predictions)
+
+
+# 7. loss_main and loss_sub reach trainer_state.json ------------------------------------------------
+def test_branch_losses_are_logged_and_the_sub_loss_starts_at_the_main_entropy(tok, movie_reviews, tmp_path):
+    model, data, collator = _text_setup(tok, movie_reviews, n=8)
+    with torch.no_grad():
+        logits = model.train()(**collator([{k: v for k, v in r.items()} for r in data])).logits
+    p = logits.softmax(-1)
+    entropy = float(-(p * p.log()).sum(-1).mean())
+    trainer = _trained(MaskSubTrainer, model, data, collator, tmp_path, max_steps=3)
+    trainer.save_state()
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    train_logs = [h for h in history if "loss" in h]
+    assert len(train_logs) == 3
+    for h in train_logs:
+        assert {"loss_main", "loss_sub", "elapsed_s"} <= set(h)
+        assert h["loss"] == pytest.approx((h["loss_main"] + h["loss_sub"]) / 2, abs=1e-3)
+    first = train_logs[0]
+    assert entropy - 1e-3 <= first["loss_sub"] <= entropy + 0.1  # soft CE = H(main) + KL >= H(main)
+    assert first["loss_main"] == pytest.approx(math.log(3), abs=0.3)  # 3 classes, untrained
+
+
+# 8. drop and path touch only the sub-branch ---------------------------------------------------------
+def _timm_vit():
+    torch.manual_seed(0)
+    return TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="vit_tiny_patch16_224", num_labels=10,
+        model_args=dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, in_chans=1)))
+
+
+def _hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("masksub_type", ["drop", "path", "mask"])
+@pytest.mark.parametrize("make", [tiny_vit, _timm_vit])
+def test_perturbation_reaches_only_the_sub_branch_and_leaves_nothing_behind(make, masksub_type, digits, tmp_path):
+    model = make()
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+    trainer.current_gradient_accumulation_steps = 1
+    batch = image_dataset(digits, n=8)[:8]
+    model.train()
+    with torch.no_grad():
+        clean = model(pixel_values=batch["pixel_values"]).logits
+    outputs = []
+    handle = model.register_forward_hook(lambda m, a, out: outputs.append(out.logits.detach()))
+    rates = [(m, a, getattr(m, a)) for m, a in dropout_sites(model)]
+    children = {n: c for n, c in model.named_modules()}
+    hooks_before = _hooks(model)
+    trainer.training_step(model, dict(batch))
+    handle.remove()
+    main, sub = outputs
+    assert torch.allclose(main, clean, atol=1e-6)  # main branch: exactly the unperturbed model
+    assert not torch.allclose(sub, clean, atol=1e-3)  # sub-branch: really perturbed
+    assert all(getattr(m, a) == v for m, a, v in rates)
+    assert {n: c for n, c in model.named_modules()} == children  # swapped modules are back
+    assert _hooks(model) == hooks_before - 1
+
+
+# 9. bf16 on CPU, relaxed loss in fp32 -----------------------------------------------------------------
+def test_bf16_trains_and_the_relaxed_loss_is_fp32(tok, movie_reviews, tmp_path, monkeypatch):
+    seen = []
+    real = trainer_module.RELAXED_LOSSES["softmax"]
+
+    def spy(sub, main):
+        out = real(sub, main)
+        seen.append((sub.dtype, out.dtype))
+        return out
+
+    monkeypatch.setitem(trainer_module.RELAXED_LOSSES, "softmax", spy)
+    model, data, collator = _text_setup(tok, movie_reviews, n=16)
+    trainer = _trained(MaskSubTrainer, model, data, collator, tmp_path, bf16=True, max_steps=2)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(seen) == 2 and all(out == torch.float32 for _, out in seen)
+    assert all(math.isfinite(h["loss_main"]) and math.isfinite(h["loss_sub"]) for h in logs)
