@@ -7,5 +7,6 @@ from .timm import TimmFamily
 
 for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
     register_family(_family, first=False)
+from . import open_clip as _open_clip  # noqa: F401  (registers the open_clip family first)
 
 __all__ = ["FAMILIES", "Family", "find_family", "register_family"]
