@@ -1,0 +1,129 @@
+"""Compare training runs from their trainer_state.json: the paper's training analysis as one figure.
+
+    python -m masksub_hf.plot output/image/baseline output/image/masksub -o comparison.png
+
+Rows: validation accuracy, main-branch training loss (`loss_main`; `loss` for runs without a
+sub-branch), sub-branch loss (`loss_sub`, MaskSub runs only), gradient norm. Columns: against
+optimizer steps and against wall-clock seconds since training began (`elapsed_s`), so a method
+that costs more per step is also judged on equal time. Needs matplotlib (`pip install masksub_hf[plot]`).
+"""
+import argparse
+import glob
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+# (title, y label, how to read the value from one log_history entry)
+PANELS = (
+    ("validation accuracy", "accuracy", lambda e: e.get("eval_accuracy")),
+    ("training loss, main branch", "loss", lambda e: e.get("loss_main", e.get("loss"))),
+    ("training loss, masked sub-branch", "loss", lambda e: e.get("loss_sub")),
+    ("gradient norm", "grad norm", lambda e: e.get("grad_norm")),
+)
+AXES = (("step", "optimizer step", "vs step"), ("elapsed_s", "wall-clock (s)", "vs wall-clock"))
+
+
+def find_state(path: str) -> str:
+    """trainer_state.json of a run directory, else of its latest checkpoint (a run still in progress)."""
+    if os.path.isfile(path):
+        return path
+    state = os.path.join(path, "trainer_state.json")
+    if os.path.isfile(state):
+        return state
+    checkpoints = glob.glob(os.path.join(path, "checkpoint-*", "trainer_state.json"))
+    if checkpoints:
+        return max(checkpoints, key=lambda p: int(p.split("checkpoint-")[-1].split(os.sep)[0]))
+    raise FileNotFoundError(f"{path}: no trainer_state.json (nor checkpoint-*/trainer_state.json) found.")
+
+
+def read_series(path: str) -> Dict[str, Dict[str, List]]:
+    """{panel title: {"step": [...], "elapsed_s": [...], "value": [...]}} from one run's log_history."""
+    with open(find_state(path)) as f:
+        history = json.load(f).get("log_history", [])
+    series = {}
+    for title, _, read in PANELS:
+        points = {"step": [], "elapsed_s": [], "value": []}
+        for entry in history:
+            value = read(entry)
+            if value is None or "train_runtime" in entry:  # the end-of-training summary is not a point
+                continue
+            points["step"].append(entry.get("step"))
+            points["elapsed_s"].append(entry.get("elapsed_s"))
+            points["value"].append(value)
+        series[title] = points
+    return series
+
+
+def run_names(paths: Sequence[str]) -> List[str]:
+    """Shortest path suffixes that tell the runs apart (seed0/masksub vs seed1/masksub)."""
+    parts = [os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] = None, title: Optional[str] = None):
+    """Draw every panel for every run and save the figure; returns the matplotlib Figure."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("masksub_hf.plot needs matplotlib: pip install 'masksub_hf[plot]'") from None
+    names = list(names) if names else run_names(paths)
+    if len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} runs.")
+    runs = [read_series(p) for p in paths]
+    fig, grid = plt.subplots(len(PANELS), len(AXES), figsize=(11, 3.0 * len(PANELS)), sharey="row", squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, (panel, ylabel, _) in enumerate(PANELS):
+        for col, (key, xlabel, suffix) in enumerate(AXES):
+            ax = grid[row][col]
+            ax.set_title(f"{panel} {suffix}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            drawn = False
+            for i, (name, run) in enumerate(zip(names, runs)):
+                pts = run[panel]
+                xy = [(x, y) for x, y in zip(pts[key], pts["value"]) if x is not None]
+                if xy:
+                    ax.plot(*zip(*xy), label=name, color=colors[i % len(colors)],
+                            marker="o" if panel.startswith("validation") else None, markersize=3)
+                    drawn = True
+            if not drawn:
+                why = "no run has a sub-branch" if "sub-branch" in panel else "not logged"
+                ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="grey")
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6) or 1, frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    if title:
+        fig.suptitle(title, y=1.03)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    fig.savefig(output, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return fig
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m masksub_hf.plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output_dir of a run (holds trainer_state.json)")
+    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    parser.add_argument("--names", nargs="+", help="legend names, one per RUN_DIR (default: the directory names)")
+    parser.add_argument("--title", help="figure title")
+    args = parser.parse_args(argv)
+    plot_runs(args.runs, args.output, args.names, args.title)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+#!/usr/bin/env python
+"""Image classification with MaskSub, in the mould of transformers' run_image_classification.py.
+
+Any AutoModelForImageClassification: HF ViT/DeiT (patch tokens dropped after the embeddings),
+timm models through TimmWrapperForImageClassification (`--model_type timm_wrapper`), or other HF
+classifiers (32x32 pixel blocks masked), from a hub id, a local directory or a config built from
+scratch. Data from `--dataset_name`, `--train_dir`/`--validation_dir`, or, with neither, the offline
+default: Fashion-MNIST with a small ViT trained from scratch (no ViT weights exist offline), a
+baseline and MaskSub trained side by side on the same budget, and a comparison plot.
+
+    python run_image.py --output_dir output/image                      # the offline default
+    python run_image.py --train_dir imgs/train --model_name_or_path google/vit-base-patch16-224-in21k \
+        --output_dir out --masksub_type mask --masksub_ratio 0.5 --mixup 0.8 --cutmix 1.0
+"""
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    ViTImageProcessor,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from masksub_hf import MaskSubConfig
+from tasks import image as data
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = "output/image"
+# ~0.14M parameters: 28x28 grey input, 7x7 patches (16 tokens + CLS), 4 layers of width 64.
+SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=64,num_hidden_layers=4,"
+             "num_attention_heads=4,intermediate_size=128")
+# The offline default's budget; any flag given on the command line wins over these.
+OFFLINE_DEFAULT = {
+    "--model_type": "vit", "--config_overrides": SMALL_VIT, "--num_train_epochs": "4",
+    "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
+    "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
+    "--eval_strategy": "steps", "--eval_steps": "0.125", "--logging_steps": "0.02", "--save_strategy": "epoch",
+    "--save_total_limit": "1", "--report_to": "none",
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "Hub id or local directory of a pretrained model; leave unset to build one from scratch."})
+    model_type: str = field(
+        default="vit", metadata={"help": "Architecture to build from scratch when no model_name_or_path is given "
+                                         "(vit, deit, resnet, timm_wrapper, ...)."})
+    config_overrides: Optional[str] = field(
+        default=None, metadata={"help": "From-scratch config changes: 'k=v,k=v' (e.g. 'hidden_size=64,num_hidden_layers=4') "
+                                        "or a JSON object (e.g. '{\"architecture\": \"resnet18\", \"model_args\": {\"in_chans\": 1}}' "
+                                        "for timm_wrapper)."})
+    image_processor_name: Optional[str] = field(
+        default=None, metadata={"help": "Image processor (hub id or directory) if not the model's own."})
+    image_size: Optional[int] = field(
+        default=None, metadata={"help": "Input size in pixels; default: the image processor's, else the model config's."})
+    cache_dir: Optional[str] = field(default=None, metadata={"help": "Where to store hub downloads."})
+    model_revision: str = field(default="main", metadata={"help": "Model version (branch, tag or commit) on the hub."})
+    ignore_mismatched_sizes: bool = field(
+        default=False, metadata={"help": "Replace a pretrained head whose number of classes differs from the data's."})
+
+
+@dataclass
+class DataTrainingArguments:
+    dataset_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset name (needs internet)."})
+    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    train_dir: Optional[str] = field(default=None, metadata={"help": "Training image folder, one subfolder per class."})
+    validation_dir: Optional[str] = field(default=None, metadata={"help": "Validation image folder, one subfolder per class."})
+    train_val_split: float = field(default=0.15, metadata={"help": "Share of train held out when there is no validation split."})
+    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
+    label_column_name: str = field(default="label", metadata={"help": "Column holding the labels."})
+    num_labels: Optional[int] = field(default=None, metadata={"help": "Number of classes; checked against the data."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Train on a fixed random subset of this size."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this size."})
+    random_crop_scale: float = field(
+        default=0.08, metadata={"help": "Smallest area share of RandomResizedCrop in training (1.0: no random crop)."})
+    mixup: float = field(default=0.0, metadata={"help": "timm Mixup alpha (0: off). Targets become soft."})
+    cutmix: float = field(default=0.0, metadata={"help": "timm CutMix alpha (0: off). With mixup too, one of them per batch."})
+    bce_loss: bool = field(
+        default=False, metadata={"help": "Train the main branch with BCE on (mixed) targets, as timm's --bce-loss; the "
+                                         "sub-branch then uses the sigmoid relaxed loss (softmax otherwise)."})
+
+
+@dataclass
+class RunArguments:
+    compare: Optional[bool] = field(
+        default=None, metadata={"help": "Train a baseline (masksub_type none) and the requested MaskSub setting side by side "
+                                        "with the same budget, in output_dir/baseline and output_dir/masksub, and plot them. "
+                                        "Default: on for the offline Fashion-MNIST default, off otherwise."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Train from scratch into a non-empty output_dir instead of refusing (no resume)."})
+
+
+def parse_args(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if not given & {"--dataset_name", "--train_dir", "--validation_dir"}:
+        own_model = given & {"--model_name_or_path", "--config_overrides", "--model_type"}
+        preset = [x for k, v in OFFLINE_DEFAULT.items()
+                  if k not in given and not (k in ("--model_type", "--config_overrides") and own_model) for x in (k, v)]
+        argv = preset + argv
+    if "--output_dir" not in given:
+        argv += ["--output_dir", DEFAULT_OUTPUT_DIR]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_model(model_args, labels):
+    """(model, image_processor or None): pretrained from a hub id / directory, or a fresh config."""
+    label2id = {name: i for i, name in enumerate(labels)}
+    id2label = {i: name for i, name in enumerate(labels)}
+    common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    processor = None
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=len(labels), label2id=label2id,
+                                            id2label=id2label, finetuning_task="image-classification", **common)
+        model = AutoModelForImageClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common)
+    else:
+        config = AutoConfig.for_model(model_args.model_type)
+        overrides = (model_args.config_overrides or "").strip()
+        if overrides.startswith("{"):
+            for key, value in json.loads(overrides).items():
+                setattr(config, key, value)
+        elif overrides:
+            config.update_from_string(overrides)
+        config.num_labels, config.label2id, config.id2label = len(labels), label2id, id2label
+        model = AutoModelForImageClassification.from_config(config)
+        logger.info("Built %s from scratch (%.2fM parameters)", type(model).__name__, model.num_parameters() / 1e6)
+    name = model_args.image_processor_name or model_args.model_name_or_path
+    if name:
+        processor = AutoImageProcessor.from_pretrained(name, **common)
+    return model, processor
+
+
+def resume_point(output_dir, training_args, overwrite):
+    """HF scripts' rule: resume from the last checkpoint, refuse a non-empty directory without one."""
+    if training_args.resume_from_checkpoint is not None or overwrite or not os.path.isdir(output_dir):
+        return training_args.resume_from_checkpoint
+    last = get_last_checkpoint(output_dir)
+    if last is None and os.listdir(output_dir):
+        raise ValueError(f"Output directory {output_dir} already exists and is not empty; "
+                         "pass --overwrite_output_dir to train into it anyway, or choose another --output_dir.")
+    if last is not None:
+        logger.info("Resuming from checkpoint %s (pass --overwrite_output_dir to start over)", last)
+    return last
+
+
+def train_one(model_args, data_args, training_args, splits, resume, do_train=True, do_eval=True):
+    """One run: model, transforms, trainer; returns the metrics written to all_results.json."""
+    set_seed(training_args.seed)
+    model, processor = build_model(model_args, splits.labels)
+    size, mean, std, channels = data.input_settings(model, processor, model_args.image_size)
+    if processor is None:  # saved with the model so that it can be used with a pipeline later
+        processor = ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=mean[:channels],
+                                      image_std=std[:channels])
+    train = eval_ = None
+    if do_train and splits.train is not None:
+        train = data.Transformed(splits.train, data.ImageTransform(
+            size, mean, std, channels, train=True, crop_scale=data_args.random_crop_scale))
+    if splits.eval is not None and (do_eval or training_args.eval_strategy != "no"):
+        eval_ = data.Transformed(splits.eval, data.ImageTransform(size, mean, std, channels))
+    smoothing = training_args.label_smoothing_factor
+    mixup = data.build_mixup(data_args.mixup, data_args.cutmix, len(splits.labels), smoothing)
+    loss_func = None
+    if mixup is not None or data_args.bce_loss:
+        loss_func = data.soft_target_loss(len(splits.labels), bce=data_args.bce_loss, label_smoothing=smoothing)
+    trainer = data.MixupTrainer(
+        model=model, args=training_args, train_dataset=train, eval_dataset=eval_, data_collator=data.collate,
+        processing_class=processor, compute_metrics=data.accuracy, compute_loss_func=loss_func, mixup=mixup)
+    metrics = {}
+    if train is not None:
+        result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model()
+        metrics.update(result.metrics, train_samples=len(train))
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    if eval_ is not None and do_eval:
+        eval_metrics = trainer.evaluate()
+        eval_metrics["eval_samples"] = len(eval_)
+        metrics.update(eval_metrics)
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    metrics["masksub_type"] = training_args.masksub_type
+    return metrics
+
+
+def main(argv=None):
+    model_args, data_args, run_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    # Training runs on the train split and the final evaluation on the validation split whenever they
+    # exist (TrainingArguments turns do_eval on by itself, so --do_train/--do_eval cannot pick stages).
+    do_train, do_eval = True, True
+
+    offline = not (data_args.dataset_name or data_args.train_dir or data_args.validation_dir)
+    if offline:
+        logger.info("No data given: the offline default, Fashion-MNIST (Debian's dataset-fashion-mnist)%s.",
+                    "" if model_args.model_name_or_path else ", with a small ViT trained from scratch (no ViT weights offline)")
+        splits = data.fashion_mnist_splits(data_args.max_train_samples, data_args.max_eval_samples, training_args.seed)
+    else:
+        splits = data.load_splits(
+            data_args.dataset_name, data_args.dataset_config_name, data_args.train_dir, data_args.validation_dir,
+            data_args.image_column_name, data_args.label_column_name, data_args.train_val_split,
+            data_args.max_train_samples, data_args.max_eval_samples, training_args.seed, model_args.cache_dir, do_train)
+    data.check_num_labels(data_args.num_labels, splits)
+    if data_args.mixup > 0 or data_args.cutmix > 0 or data_args.bce_loss:
+        if training_args.masksub_loss == "auto":  # the relaxed loss follows the main loss
+            training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
+        training_args.average_tokens_across_devices = False  # our loss is a per-batch mean
+
+    compare = offline if run_args.compare is None else run_args.compare
+    if compare:
+        if training_args.masksub_type == "none":
+            raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
+        name = "plain" if training_args.masksub_plain else "masksub"
+        runs = [("baseline", replace(training_args, output_dir=os.path.join(training_args.output_dir, "baseline"),
+                                     masksub_type="none", masksub_plain=False)),
+                (name, replace(training_args, output_dir=os.path.join(training_args.output_dir, name)))]
+    else:
+        runs = [(None, training_args)]
+    resumes = [resume_point(args.output_dir, args, run_args.overwrite_output_dir) for _, args in runs]
+
+    results = {}
+    for (name, args), resume in zip(runs, resumes):
+        if name:
+            logger.info("=== %s run (masksub_type=%s%s) -> %s", name, args.masksub_type,
+                        ", plain" if args.masksub_plain else "", args.output_dir)
+        results[name] = train_one(model_args, data_args, args, splits, resume, do_train, do_eval)
+    if not compare:
+        return results[None]
+
+    from masksub_hf.plot import plot_runs
+
+    dirs = [args.output_dir for _, args in runs]
+    plot_path = os.path.join(training_args.output_dir, "comparison.png")
+    plot_runs(dirs, plot_path, names=[n for n, _ in runs])
+    with open(os.path.join(training_args.output_dir, "comparison.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    data_name = "Fashion-MNIST" if offline else (data_args.dataset_name or data_args.train_dir)
+    model_name = model_args.model_name_or_path or f"{model_args.model_type} trained from scratch"
+    print(comparison_table(results, f"{data_name}, {model_name}, same budget for both runs"))
+    print(f"plot: {plot_path}")
+    return results
+
+
+def comparison_table(results, caption):
+    lines = [caption,
+             f"{'run':<10} {'masksub':<8} {'eval_accuracy':>13} {'eval_loss':>9} {'train_runtime_s':>15}"]
+    for name, m in results.items():
+        lines.append(f"{name:<10} {m['masksub_type']:<8} {m.get('eval_accuracy', float('nan')):>13.4f} "
+                     f"{m.get('eval_loss', float('nan')):>9.4f} {m.get('train_runtime', float('nan')):>15.1f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Image classification data for run_image.py: sources, transforms, Mixup/CutMix, loss and metric.
+
+Every source ends as the same thing: a sequence of {"image": PIL.Image, "label": int} plus the
+class names, so transforms, checks and the collator are written once. Images of any size or
+mode are converted (to the model's channels and input size) rather than rejected.
+"""
+import math
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from masksub_hf import MaskSubTrainer
+
+
+@dataclass
+class ImageSplits:
+    train: Optional[Sequence]
+    eval: Optional[Sequence]
+    labels: List[str]
+
+
+class ArrayImages(torch.utils.data.Dataset):
+    """uint8 arrays (N, H, W[, C]) and int labels, served as PIL images like a datasets.Dataset row."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"image": Image.fromarray(self.images[i]), "label": int(self.labels[i])}
+
+
+def _subset(data, n: Optional[int], seed: int):
+    """A fixed random subset (the same for every run with this seed), so budgets stay comparable."""
+    if n is None or n >= len(data):
+        return data
+    index = np.random.default_rng(seed).permutation(len(data))[:n]
+    if hasattr(data, "select"):
+        return data.select(sorted(index.tolist()))
+    return ArrayImages(data.images[index], data.labels[index])
+
+
+def fashion_mnist_splits(max_train=None, max_eval=None, seed=0) -> ImageSplits:
+    """The offline default: Fashion-MNIST train (60k) and test (10k) from Debian's dataset-fashion-mnist."""
+    from tasks.assets import FASHION_MNIST_CLASSES, fashion_mnist
+
+    train, test = ArrayImages(*fashion_mnist("train")), ArrayImages(*fashion_mnist("test"))
+    return ImageSplits(_subset(train, max_train, seed), _subset(test, max_eval, seed), list(FASHION_MNIST_CLASSES))
+
+
+def _count_images(folder: str) -> int:
+    if not os.path.isdir(folder):
+        raise ValueError(f"{folder} is not a directory.")
+    extensions = set(Image.registered_extensions())
+    return sum(os.path.splitext(f)[1].lower() in extensions for _, _, files in os.walk(folder) for f in files)
+
+
+def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, validation_dir=None,
+                image_column="image", label_column="label", train_val_split=0.15, max_train=None, max_eval=None,
+                seed=0, cache_dir=None, do_train=True) -> ImageSplits:
+    """Hub dataset or image folders (one subfolder per class, as HF's imagefolder reads them)."""
+    from datasets import ClassLabel, load_dataset
+
+    if dataset_name is not None:
+        raw = load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir)
+    else:
+        files = {}
+        for split, folder in (("train", train_dir), ("validation", validation_dir)):
+            if folder is None:
+                continue
+            if _count_images(folder) == 0:
+                raise ValueError(f"--{split if split == 'train' else 'validation'}_dir {folder} holds no image files "
+                                 "(expected one subfolder per class with .png/.jpg/... files in it).")
+            files[split] = os.path.join(folder, "**")
+        raw = load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
+    first = raw[next(iter(raw))]
+    for role, column in (("image", image_column), ("label", label_column)):
+        if column not in first.column_names:
+            hint = (" For image folders, put the images in one subfolder per class." if role == "label" else "")
+            raise ValueError(f"No {role} column {column!r} in the data (columns: {', '.join(first.column_names)}); "
+                             f"pass --{role}_column_name.{hint}")
+    if "validation" not in raw and "test" in raw:
+        raw["validation"] = raw["test"]
+    if "validation" not in raw and do_train:
+        parts = raw["train"].train_test_split(test_size=train_val_split, seed=seed)
+        raw["train"], raw["validation"] = parts["train"], parts["test"]
+    raw = raw.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
+    feature = raw[next(iter(raw))].features["label"]
+    if isinstance(feature, ClassLabel):
+        names = list(feature.names)
+    else:  # plain ints or strings: the sorted distinct values are the classes
+        values = sorted({v for split in raw.values() for v in split["label"]})
+        names = [str(v) for v in values]
+        index = {v: i for i, v in enumerate(values)}
+        raw = raw.map(lambda row: {"label": index[row["label"]]})
+    train, val = raw.get("train"), raw.get("validation")
+    return ImageSplits(_subset(train, max_train, seed) if train is not None else None,
+                       _subset(val, max_eval, seed) if val is not None else None, names)
+
+
+def check_num_labels(num_labels: Optional[int], splits: ImageSplits) -> int:
+    """--num_labels must agree with the data; a silent mismatch trains a head with dead or missing classes."""
+    found = len(splits.labels)
+    if num_labels is not None and num_labels != found:
+        raise ValueError(f"--num_labels {num_labels} contradicts the data, which has {found} classes "
+                         f"({', '.join(splits.labels[:12])}{', ...' if found > 12 else ''}).")
+    return found
+
+
+class ImageTransform:
+    """The standard HF/timm recipe: RandomResizedCrop + flip for training, resize + centre crop for evaluation."""
+
+    def __init__(self, size, mean, std, channels=3, train=False, crop_scale=0.08, hflip=True):
+        from torchvision import transforms as T
+
+        self.mode = "L" if channels == 1 else "RGB"
+        if train:
+            steps = [T.RandomResizedCrop(size, scale=(crop_scale, 1.0))] if crop_scale < 1 else [T.Resize(size), T.CenterCrop(size)]
+            steps += [T.RandomHorizontalFlip()] if hflip else []
+        else:
+            steps = [T.Resize(size), T.CenterCrop(size)]
+        self.pipeline = T.Compose(steps + [T.ToTensor(), T.Normalize(mean[:channels], std[:channels])])
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.pipeline(image.convert(self.mode))  # grey, RGBA, palette or RGB in: the model's mode out
+
+
+class Transformed(torch.utils.data.Dataset):
+    def __init__(self, data, transform):
+        self.data, self.transform = data, transform
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        row = self.data[i]
+        return {"pixel_values": self.transform(row["image"]), "labels": int(row["label"])}
+
+
+def collate(examples):
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.tensor([e["labels"] for e in examples], dtype=torch.long)}
+
+
+def accuracy(eval_pred):
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def soft_target_loss(num_labels: int, bce: bool = False, label_smoothing: float = 0.0):
+    """Trainer's compute_loss_func for mixed (soft) targets: soft-target cross-entropy, or BCE as timm's
+    --bce-loss does. Hard labels (evaluation) are one-hot encoded with the same smoothing."""
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"].float()
+        if labels.dim() == 1:
+            off = label_smoothing / num_labels
+            labels = F.one_hot(labels, num_labels).float() * (1 - label_smoothing) + off
+        if bce:
+            return F.binary_cross_entropy_with_logits(logits, labels.float())
+        return -(labels.float() * logits.log_softmax(-1)).sum(-1).mean()
+
+    return loss
+
+
+def build_mixup(mixup: float, cutmix: float, num_labels: int, label_smoothing: float = 0.0):
+    """timm's Mixup/CutMix (one of the two per batch when both are on, as timm's train.py does)."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing, num_classes=num_labels)
+
+
+def mix_batch(mixup, pixel_values, labels):
+    """timm mixes a batch with its flip and needs an even size: an odd last sample keeps its own (smoothed) label."""
+    n = pixel_values.shape[0] - pixel_values.shape[0] % 2
+    if n == 0:
+        return pixel_values, mixup_one_hot(mixup, labels)
+    x, y = mixup(pixel_values[:n].clone(), labels[:n])
+    if n < pixel_values.shape[0]:
+        x = torch.cat([x, pixel_values[n:]])
+        y = torch.cat([y, mixup_one_hot(mixup, labels[n:]).to(y)])
+    return x, y
+
+
+def mixup_one_hot(mixup, labels):
+    smoothing = mixup.label_smoothing
+    return F.one_hot(labels, mixup.num_classes).float() * (1 - smoothing) + smoothing / mixup.num_classes
+
+
+class MixupTrainer(MaskSubTrainer):
+    """MaskSubTrainer that mixes each training batch before the step, as timm's training loop does, so the
+    main branch and the sub-branch see the same mixed batch. Evaluation batches are never mixed."""
+
+    def __init__(self, *args, mixup=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mixup = mixup
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.mixup is not None:
+            inputs = dict(inputs)
+            inputs["pixel_values"], inputs["labels"] = mix_batch(self.mixup, inputs["pixel_values"], inputs["labels"])
+        return super().training_step(model, inputs, num_items_in_batch)
+
+
+def input_settings(model, image_processor=None, image_size=None):
+    """(size, mean, std, channels) from the image processor when there is one, else from the model config."""
+    config = model.config
+    size = image_size
+    mean, std = [0.5] * 3, [0.5] * 3
+    if image_processor is not None:
+        proc_size = getattr(image_processor, "size", None) or {}
+        if size is None and proc_size:
+            size = proc_size.get("shortest_edge") or (proc_size["height"], proc_size["width"])
+        data_config = getattr(image_processor, "data_config", None)  # timm wrapper processors
+        if size is None and data_config:
+            size = tuple(data_config["input_size"][-2:])
+        mean = list(getattr(image_processor, "image_mean", None) or (data_config or {}).get("mean", mean))
+        std = list(getattr(image_processor, "image_std", None) or (data_config or {}).get("std", std))
+    net = getattr(model, "timm_model", None)
+    if size is None and isinstance(getattr(config, "image_size", None), (int, list, tuple)):
+        size = config.image_size
+    if size is None and net is not None:
+        patch_embed = getattr(net, "patch_embed", None)
+        size = getattr(patch_embed, "img_size", None) or tuple(net.pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
+    if size is None:
+        size = 224
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    channels = getattr(config, "num_channels", None)
+    if channels is None:
+        channels = (getattr(config, "model_args", None) or {}).get("in_chans", 3)
+    if len(mean) < channels:
+        mean, std = mean * channels, std * channels
+    return size, mean, std, channels
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, math.ceil(n / batch_size))
