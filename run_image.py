@@ -41,7 +41,7 @@ SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=64,num_hidde
              "num_attention_heads=4,intermediate_size=128")
 # The offline default's budget; any flag given on the command line wins over these.
 OFFLINE_DEFAULT = {
-    "--model_type": "vit", "--config_overrides": SMALL_VIT, "--num_train_epochs": "4",
+    "--compare": "true", "--model_type": "vit", "--config_overrides": SMALL_VIT, "--num_train_epochs": "4",
     "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
     "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
     "--eval_strategy": "steps", "--eval_steps": "0.125", "--logging_steps": "0.02", "--save_strategy": "epoch",
@@ -93,10 +93,10 @@ class DataTrainingArguments:
 
 @dataclass
 class RunArguments:
-    compare: Optional[bool] = field(
-        default=None, metadata={"help": "Train a baseline (masksub_type none) and the requested MaskSub setting side by side "
-                                        "with the same budget, in output_dir/baseline and output_dir/masksub, and plot them. "
-                                        "Default: on for the offline Fashion-MNIST default, off otherwise."})
+    compare: bool = field(
+        default=False, metadata={"help": "Train a baseline (masksub_type none) and the requested MaskSub setting side by side "
+                                         "with the same budget, in output_dir/baseline and output_dir/masksub, and plot them "
+                                         "(output_dir/comparison.png). On in the offline default (--compare false: one run)."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train from scratch into a non-empty output_dir instead of refusing (no resume)."})
 
@@ -184,7 +184,8 @@ def train_one(model_args, data_args, training_args, splits, resume, do_train=Tru
     if train is not None:
         result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model()
-        metrics.update(result.metrics, train_samples=len(train))
+        result.metrics["train_samples"] = len(train)
+        metrics.update(result.metrics)
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
@@ -223,7 +224,7 @@ def main(argv=None):
             training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
         training_args.average_tokens_across_devices = False  # our loss is a per-batch mean
 
-    compare = offline if run_args.compare is None else run_args.compare
+    compare = run_args.compare
     if compare:
         if training_args.masksub_type == "none":
             raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
