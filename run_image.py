@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+import torch
 import transformers
 from transformers import (
     AutoConfig,
@@ -41,7 +42,8 @@ SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=64,num_hidde
              "num_attention_heads=4,intermediate_size=128")
 # The offline default's budget; any flag given on the command line wins over these.
 OFFLINE_DEFAULT = {
-    "--compare": "true", "--model_type": "vit", "--config_overrides": SMALL_VIT, "--num_train_epochs": "4",
+    "--compare": "true", "--torch_threads": "1", "--model_type": "vit", "--config_overrides": SMALL_VIT,
+    "--num_train_epochs": "3",
     "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
     "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
     "--eval_strategy": "steps", "--eval_steps": "0.125", "--logging_steps": "0.02", "--save_strategy": "epoch",
@@ -97,6 +99,9 @@ class RunArguments:
         default=False, metadata={"help": "Train a baseline (masksub_type none) and the requested MaskSub setting side by side "
                                          "with the same budget, in output_dir/baseline and output_dir/masksub, and plot them "
                                          "(output_dir/comparison.png). On in the offline default (--compare false: one run)."})
+    torch_threads: Optional[int] = field(
+        default=None, metadata={"help": "CPU threads for torch (default: torch's choice). Small models run as fast on one, "
+                                        "and on a busy machine more threads stall each other."})
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Train from scratch into a non-empty output_dir instead of refusing (no resume)."})
 
@@ -204,6 +209,8 @@ def main(argv=None):
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
+    if run_args.torch_threads:
+        torch.set_num_threads(run_args.torch_threads)
     # Training runs on the train split and the final evaluation on the validation split whenever they
     # exist (TrainingArguments turns do_eval on by itself, so --do_train/--do_eval cannot pick stages).
     do_train, do_eval = True, True

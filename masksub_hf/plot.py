@@ -55,13 +55,15 @@ def read_series(path: str) -> Dict[str, Dict[str, List]]:
 
 
 def run_names(paths: Sequence[str]) -> List[str]:
-    """Shortest path suffixes that tell the runs apart (seed0/masksub vs seed1/masksub)."""
+    """For each run, the shortest path suffix no other run shares (masksub, or seed0/masksub beside seed1/masksub)."""
     parts = [os.path.normpath(os.path.abspath(p)).split(os.sep) for p in paths]
-    for depth in range(1, max(len(p) for p in parts) + 1):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names):
-            return names
-    return [str(p) for p in paths]
+    names = []
+    for i, mine in enumerate(parts):
+        for depth in range(1, len(mine) + 1):
+            if all(other[-depth:] != mine[-depth:] for j, other in enumerate(parts) if j != i):
+                break
+        names.append("/".join(mine[-depth:]))
+    return names
 
 
 def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] = None, title: Optional[str] = None):
