@@ -63,6 +63,7 @@ EMBEDDED_DEFAULTS = {
     "warmup_steps": 0.1,
     "logging_steps": 25,
     "save_total_limit": 1,
+    "compare_baseline": True,
 }
 SELECTORS = ("model_name_or_path", "task_name", "train_file", "validation_file", "test_file")
 RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
@@ -142,8 +143,8 @@ class RunArguments:
         default=False,
         metadata={"help": "Train into a non-empty output_dir (otherwise refused, or resumed from its last checkpoint)."},
     )
-    compare_baseline: Optional[bool] = field(
-        default=None,
+    compare_baseline: bool = field(
+        default=False,
         metadata={
             "help": "Train twice with the same budget, the plain baseline (--masksub_type none) into "
             "output_dir/baseline and the given masksub_type into output_dir/<masksub|dropsub|pathsub>, and "
@@ -175,10 +176,7 @@ def parse_args(argv: Optional[List[str]] = None, **overrides):
             parsed = parser.parse_args_into_dataclasses(args=_argv(defaults) + argv + _argv(overrides))
     except ValueError as err:  # MaskSubConfig / TrainingArguments validation
         raise GlueInputError(str(err).strip().splitlines()[0]) from None
-    model_args, data_args, training_args, run_args = parsed
-    if run_args.compare_baseline is None:
-        run_args.compare_baseline = embedded
-    return model_args, data_args, training_args, run_args
+    return parsed
 
 
 def _argv(values: Dict) -> List[str]:
@@ -258,7 +256,7 @@ def columns_and_labels(raw, task_name):
 
 
 def has_labels(dataset) -> bool:
-    return "label" in dataset.column_names and any(v != -1 for v in dataset.unique("label"))
+    return "labels" in dataset.column_names and any(v != -1 for v in dataset.unique("labels"))
 
 
 # ---- model ------------------------------------------------------------------------------------
@@ -353,11 +351,11 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     def preprocess(examples):
         texts = (examples[keys[0]],) if keys[1] is None else (examples[keys[0]], examples[keys[1]])
         result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
-        if "label" in examples:
+        if "label" in examples:  # a new column: datasets keeps an existing column's (csv: string) type
             if is_regression:
-                result["label"] = [float(v) for v in examples["label"]]
+                result["labels"] = [float(v) for v in examples["label"]]
             else:
-                result["label"] = [-1 if v == -1 else label_to_id[v] for v in examples["label"]]
+                result["labels"] = [-1 if v == -1 else label_to_id[v] for v in examples["label"]]
         return result
 
     limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
@@ -367,6 +365,7 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
         data = {
             split: truncate(ds, limits[split]).map(
                 preprocess, batched=True, load_from_cache_file=not data_args.overwrite_cache,
+                remove_columns=ds.column_names,
                 desc=f"Running tokenizer on {split}",
             )
             for split, ds in raw.items()
@@ -411,8 +410,8 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
                 continue
             dataset = data[split]
             labelled = has_labels(dataset)
-            if not labelled and "label" in dataset.column_names:
-                dataset = dataset.remove_columns("label")
+            if not labelled and "labels" in dataset.column_names:
+                dataset = dataset.remove_columns("labels")
             output = trainer.predict(dataset, metric_key_prefix="test")
             if labelled:  # the movie-review test split is labelled: report its metrics too
                 metrics = dict(output.metrics, test_samples=len(dataset))
