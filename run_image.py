@@ -43,7 +43,7 @@ SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=64,num_hidde
 # The offline default's budget; any flag given on the command line wins over these.
 OFFLINE_DEFAULT = {
     "--compare": "true", "--torch_threads": "1", "--model_type": "vit", "--config_overrides": SMALL_VIT,
-    "--num_train_epochs": "3",
+    "--num_train_epochs": "2",
     "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
     "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
     "--eval_strategy": "steps", "--eval_steps": "0.125", "--logging_steps": "0.02", "--save_strategy": "epoch",

@@ -79,7 +79,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (at least 3 for mean ± std)")
     parser.add_argument("--baseline_lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3],
                         help="learning rates tried for the baseline on the first seed; the best is used for all")
-    parser.add_argument("--train_samples", type=int, default=20000, help="fixed random Fashion-MNIST training subset")
+    parser.add_argument("--train_samples", type=int, default=15000, help="fixed random Fashion-MNIST training subset")
     parser.add_argument("--eval_samples", type=int, default=5000, help="fixed random subset of the test set")
     parser.add_argument("--epochs", type=float, default=3, help="epochs over the training subset, for every method")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps timings steady on a busy machine)")

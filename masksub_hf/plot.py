@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 PANELS = (
     ("validation accuracy", "accuracy", lambda e: e.get("eval_accuracy")),
     ("training loss, main branch", "loss", lambda e: e.get("loss_main", e.get("loss"))),
-    ("training loss, masked sub-branch", "loss", lambda e: e.get("loss_sub")),
+    ("training loss, perturbed sub-branch", "loss", lambda e: e.get("loss_sub")),
     ("gradient norm", "grad norm", lambda e: e.get("grad_norm")),
 )
 AXES = (("step", "optimizer step", "vs step"), ("elapsed_s", "wall-clock (s)", "vs wall-clock"))

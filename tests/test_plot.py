@@ -44,7 +44,7 @@ def test_two_runs_draw_every_panel_with_a_legend(tmp_path):
     assert list(main["masksub"].get_ydata()) == pytest.approx([1.8 / s for s in range(1, 7)])
     assert list(main["baseline"].get_ydata()) == pytest.approx([2.0 / s for s in range(1, 7)])
     # only the MaskSub run has a sub-branch; the summary entry is never a point
-    assert set(lines["training loss, masked sub-branch vs wall-clock"]) == {"masksub"}
+    assert set(lines["training loss, perturbed sub-branch vs wall-clock"]) == {"masksub"}
     accuracy = lines["validation accuracy vs wall-clock"]["masksub"]
     assert list(accuracy.get_xdata()) == pytest.approx([1.5, 3.0, 4.5]) and len(accuracy.get_ydata()) == 3
 
