@@ -33,9 +33,8 @@ from tasks import clip as data
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUTPUT_DIR = os.path.join("output", "clip")
-# The embedded default: both runs fit ~10 minutes on 2 CPU cores. Any of these can be overridden.
-EMBEDDED_DEFAULTS = {
-    "max_steps": 30,
+# Training defaults in open_clip's spirit (AdamW, cosine, warmup); any of them can be overridden.
+DEFAULTS = {
     "per_device_train_batch_size": 32,
     "learning_rate": 1e-4,
     "weight_decay": 0.1,
@@ -46,6 +45,8 @@ EMBEDDED_DEFAULTS = {
     "report_to": "none",
     "dataloader_num_workers": 0,
 }
+# The embedded default (no data given): both runs fit ~10 minutes on 2 CPU cores.
+EMBEDDED_DEFAULTS = {"max_steps": 25, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000}
 RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
@@ -57,6 +58,9 @@ class ModelArguments:
     pretrained: Optional[str] = field(default=None, metadata={
         "help": "open_clip pretrained tag (needs internet) or a local checkpoint path; none = the model's own init."})
     image_size: int = field(default=64, metadata={"help": "Input resolution of the offline CLIPs (ignored otherwise)."})
+    context_length: int = field(default=32, metadata={
+        "help": "Caption length in tokens of the offline CLIPs (ignored otherwise; the default data's captions are "
+                "at most 12 tokens, so it uses 16)."})
     mode: str = field(default="contrastive", metadata={
         "help": "'contrastive': image-text training with ClipLoss; 'classify': the image tower with a linear head "
                 "initialised from the text embeddings of class-name prompts (the zero-shot head).",
@@ -105,19 +109,17 @@ class RunArguments:
 
 def parse_args(argv: Optional[List[str]] = None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    given = lambda flag: any(a == flag or a.startswith(flag + "=") for a in argv)  # noqa: E731
+    embedded = not (given("--train_data") or given("--dataset_name"))
     defaults = []
-    for key, value in EMBEDDED_DEFAULTS.items():  # user flags come later and win
+    for key, value in {**DEFAULTS, **(EMBEDDED_DEFAULTS if embedded else {})}.items():  # user flags come later, win
         defaults += [f"--{key}", str(value)]
-    if not any(a == "--output_dir" or a.startswith("--output_dir=") for a in argv):
+    if not given("--output_dir"):
         defaults += ["--output_dir", DEFAULT_OUTPUT_DIR]
     parser = HfArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig))
     model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=defaults + argv)
-    embedded = not (data_args.train_data or data_args.dataset_name)
     if run_args.compare_baseline is None:
         run_args.compare_baseline = embedded
-    if embedded:
-        data_args.train_num_samples = data_args.train_num_samples or 8000
-        data_args.val_num_samples = data_args.val_num_samples or 1000
     return model_args, data_args, run_args, training_args
 
 
@@ -166,7 +168,7 @@ def check_output_dir(path: str, overwrite: bool):
 
 def build(model_args: ModelArguments, train: data.Pairs):
     clip, model_cfg, preprocess_cfg, tokenizer, preprocess, description = data.build_clip(
-        model_args.model, model_args.pretrained, model_args.image_size)
+        model_args.model, model_args.pretrained, model_args.image_size, model_args.context_length)
     heads = None
     if model_args.mode == "classify":
         if train.labels is None or not train.classnames:

@@ -40,9 +40,9 @@ def efficientnet_lite0_weights() -> Path:
     return out
 
 
-def _offline_config(name: str, image_size: int) -> Dict:
+def _offline_config(name: str, image_size: int, context_length: int) -> Dict:
     text = {"hf_model_name": str(minilm_dir()), "hf_tokenizer_name": str(minilm_dir()), "hf_pooler_type": "mean_pooler",
-            "hf_proj_type": "linear", "context_length": 32}
+            "hf_proj_type": "linear", "context_length": context_length}
     if name == "effnet-lite0-minilm":
         vision = {"timm_model_name": "tf_efficientnet_lite0", "timm_model_pretrained": False, "timm_pool": "avg",
                   "timm_proj": "linear", "image_size": image_size}
@@ -66,15 +66,15 @@ def _load_efficientnet(visual) -> None:
     visual.trunk.load_state_dict({k: v for k, v in named.items() if k in trunk_keys}, strict=True)
 
 
-def build_clip(model: str, pretrained: Optional[str] = None, image_size: int = 64):
+def build_clip(model: str, pretrained: Optional[str] = None, image_size: int = 64, context_length: int = 32):
     """(open_clip model, model_cfg, preprocess_cfg, tokenizer, eval preprocess, description) for a model name, JSON config or offline name."""
     import open_clip
 
     offline = model in OFFLINE_MODELS
     if offline:
-        path = cache_dir() / "open_clip_configs" / f"{model}-{image_size}.json"
+        path = cache_dir() / "open_clip_configs" / f"{model}-{image_size}-{context_length}.json"
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(_offline_config(model, image_size)))
+        path.write_text(json.dumps(_offline_config(model, image_size, context_length)))
         open_clip.add_model_config(path)
         name = path.stem
     elif model.endswith(".json"):
