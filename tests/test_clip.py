@@ -268,3 +268,20 @@ def test_unknown_model_and_impossible_ratio_are_clear_errors(digit_csv, configs,
     with pytest.raises(ValueError, match="leaves no token"):
         with find_family(model).mask(model, batch, 1.0):
             pass
+
+
+def test_hf_dataset_with_image_and_text_columns(digits, tmp_path, configs):
+    from datasets import Dataset
+    from PIL import Image
+
+    images, labels = digits
+    rows = {"image": [Image.fromarray((np.kron(images[i], np.ones((4, 4))) * 255).astype(np.uint8)) for i in range(12)],
+            "text": [f"a photo of a {DIGITS[labels[i]]}." for i in range(12)], "digit": [int(v) for v in labels[:12]]}
+    Dataset.from_dict(rows).save_to_disk(str(tmp_path / "ds"))
+    pairs = data.hf_pairs(str(tmp_path / "ds"), "train", "image", "text", "digit")
+    assert len(pairs) == 12 and pairs.labels == [int(v) for v in labels[:12]]
+    model, tok, pre = _wrapper(configs["tiny-vit"])
+    row = data.ClipDataset(pairs, pre, tok)[0]
+    assert row["pixel_values"].shape == (3, 32, 32) and row["input_ids"].shape == (16,)
+    with pytest.raises(ValueError, match="no --caption_column column 'caption'"):
+        data.hf_pairs(str(tmp_path / "ds"), "train", "image", "caption")
