@@ -6,8 +6,8 @@ init and the data order, so a seed's runs differ only in the sub-branch). Runs g
 so a change in machine load touches every variant alike. Each finished run is appended to
 runs.jsonl, so an interrupted benchmark keeps its results (--summarize prints them again).
 
-    python bench/glue_quality.py                       # 3 seeds x 4 variants, CPU-sized budget
-    python bench/glue_quality.py --seeds 0 1 2 3 4 --max_train_samples 8176 --batch_size 32 \
+    OMP_NUM_THREADS=1 python bench/glue_quality.py     # 3 seeds x 4 variants, sized for a shared 2-core CPU
+    python bench/glue_quality.py --seeds 0 1 2 3 4 --max_train_samples 8176 --batch_size 32 --max_seq_length 128 \
         --learning_rate 5e-5 --max_eval_samples 937 --max_predict_samples 959          # a GPU: full data
 """
 import argparse
@@ -32,12 +32,12 @@ def parse():
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="training seeds (at least 3)")
     p.add_argument("--ratio", type=float, default=0.5, help="masksub_ratio for every sub-branch (paper: 0.5)")
     p.add_argument("--max_train_samples", type=int, default=480, help="training sentences per run (budget)")
-    p.add_argument("--max_eval_samples", type=int, default=500, help="validation sentences scored (of 937)")
-    p.add_argument("--max_predict_samples", type=int, default=500, help="test sentences scored (of 959)")
+    p.add_argument("--max_eval_samples", type=int, default=400, help="validation sentences scored (of 937)")
+    p.add_argument("--max_predict_samples", type=int, default=400, help="test sentences scored (of 959)")
     p.add_argument("--epochs", type=float, default=1, help="epochs over those sentences")
-    p.add_argument("--batch_size", type=int, default=16, help="training batch size")
+    p.add_argument("--batch_size", type=int, default=8, help="training batch size")
     p.add_argument("--learning_rate", type=float, default=1e-4, help="peak learning rate (linear decay, 10%% warmup)")
-    p.add_argument("--max_seq_length", type=int, default=128, help="truncation length (batches are padded dynamically)")
+    p.add_argument("--max_seq_length", type=int, default=64, help="truncation length (batches are padded dynamically)")
     p.add_argument("--output_dir", default="output/bench-glue", help="where runs and runs.jsonl go")
     p.add_argument("--summarize", action="store_true", help="only print the table from output_dir/runs.jsonl")
     return p.parse_args()
