@@ -6,7 +6,6 @@ Trainer then clips once and steps once. Peak activation memory stays at one bran
 """
 import time
 
-import torch
 from accelerate.utils import DistributedType
 from transformers import Trainer
 
@@ -25,14 +24,16 @@ def _logits(outputs):
 
 
 class MaskSubTrainer(Trainer):
-    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5)."""
+    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5).
 
-    # Our losses are per-batch means: Trainer and we divide them by the accumulation steps.
-    loss_is_scaled_for_ga = False
+    A `compute_loss_func` is honoured for the main branch; in MaskSub steps it is called with
+    num_items_in_batch=None and must then return the batch mean.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # never hand num_items_in_batch to the model: BERT ignores it, ViT divides by it (hf-trainer-notes)
+        # Never hand num_items_in_batch to the model (BERT ignores it, ViT divides by it): the model's
+        # loss is then a per-batch mean, and Trainer (masksub_type none) or we divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self.masksub_type = getattr(self.args, "masksub_type", "mask")
         self.masksub_ratio = getattr(self.args, "masksub_ratio", 0.5)
@@ -86,16 +87,14 @@ class MaskSubTrainer(Trainer):
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
-        scale = 2 * getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-        kwargs = {}
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
             # each DeepSpeed backward may step and ZeRO rejects a second one: one combined backward
-            kwargs["scale_wrt_gas"] = False
             with self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs)
-            self.accelerator.backward(loss / scale * 2, **kwargs)
-            return loss.detach() / scale * 2
-        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
+                loss = self.compute_loss(model, inputs) / accumulation
+            self.accelerator.backward(loss, scale_wrt_gas=False)
+            return loss.detach()
+        scale = 2 * accumulation  # each branch is half of the loss        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
         # wait (no_sync): the sub-branch backward all-reduces the sum once.
         with self.accelerator.no_sync(model):
             with self.compute_loss_context_manager():

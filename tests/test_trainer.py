@@ -192,3 +192,16 @@ def test_bf16_trains_and_the_relaxed_loss_is_fp32(tok, movie_reviews, tmp_path, 
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(seen) == 2 and all(out == torch.float32 for _, out in seen)
     assert all(math.isfinite(h["loss_main"]) and math.isfinite(h["loss_sub"]) for h in logs)
+
+
+# checkpoints resume: the random masks replay too (Trainer restores the RNG state) ---------------------
+def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ended(tok, movie_reviews, tmp_path):
+    kw = dict(max_steps=4, save_strategy="steps", save_steps=2, train_sampling_strategy="sequential")
+    runs = []
+    for resume in (None, str(tmp_path / "checkpoint-2")):
+        model, data, collator = _text_setup(tok, movie_reviews, n=32, dropout=0.1)
+        trainer = MaskSubTrainer(model=model, args=args(tmp_path, **kw), train_dataset=data, data_collator=collator)
+        trainer.train(resume_from_checkpoint=resume)
+        runs.append(trainer.model.state_dict())
+    for name, w in runs[0].items():
+        assert torch.allclose(w, runs[1][name], atol=1e-6), name
