@@ -255,3 +255,14 @@ def test_regression_task_with_classification_head(tiny_bert_dir, movie_reviews, 
 def test_bad_masksub_ratio_is_one_line(base_args, capsys):
     message = one_line_error(base_args() + ["--task_name", "sst2", "--masksub_ratio", "1.5"], capsys)
     assert "--masksub_ratio" in message
+
+
+def test_one_json_file_holds_all_arguments(tiny_bert_dir, sst2_files, tmp_path):
+    """As the HF scripts: `run_glue.py args.json` instead of flags (here: evaluate the untrained model)."""
+    config = {"model_name_or_path": str(tiny_bert_dir), "task_name": "sst2", "validation_file": sst2_files["validation"],
+              "do_eval": True, "output_dir": str(tmp_path / "out"), "masksub_type": "none", "disable_tqdm": True}
+    path = tmp_path / "args.json"
+    path.write_text(json.dumps(config))
+    metrics = run_glue.main([str(path)])
+    assert results(tmp_path)["eval_samples"] == 24 and metrics["eval_accuracy"] == results(tmp_path)["eval_accuracy"]
+    assert not (tmp_path / "out" / "train_results.json").exists()
