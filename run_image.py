@@ -211,6 +211,8 @@ def main(argv=None):
     transformers.utils.logging.set_verbosity_warning()
     if run_args.torch_threads:
         torch.set_num_threads(run_args.torch_threads)
+    if not torch.cuda.is_available():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
     # Training runs on the train split and the final evaluation on the validation split whenever they
     # exist (TrainingArguments turns do_eval on by itself, so --do_train/--do_eval cannot pick stages).
     do_train, do_eval = True, True

@@ -55,6 +55,42 @@ def run(args, name, seed, lr, extra=()):
             "loss_auc": sum(main_loss) / len(main_loss), "loss_end": sum(tail) / len(tail)}
 
 
+def step_costs(lr, rounds=5, steps=10, batch=128):
+    """Seconds per training step (forward + backward) of each method, measured round-robin in one process so
+    that every method sees the same machine load; the runs' own train_runtime does not, on a shared machine."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    from masksub_hf import MaskSubConfig
+    from tasks.assets import fashion_mnist
+    from tasks.image import MixupTrainer
+
+    images, labels = fashion_mnist("test")
+    x = (torch.tensor(images[:batch]).float().unsqueeze(1) / 255 - 0.5) / 0.5
+    inputs = {"pixel_values": x, "labels": torch.tensor(labels[:batch])}
+    trainers = {}
+    for name, flags in METHODS.items():
+        config = AutoConfig.for_model("vit")
+        config.update_from_string(run_image.SMALL_VIT)
+        config.num_labels = 10
+        kind = flags[1]
+        args = MaskSubConfig(output_dir="unused", report_to="none", use_cpu=True, learning_rate=lr,
+                             masksub_type=kind, masksub_plain="--masksub_plain" in flags)
+        trainer = MixupTrainer(model=AutoModelForImageClassification.from_config(config), args=args)
+        trainer.current_gradient_accumulation_steps = 1
+        trainers[name] = trainer
+    times = {name: [] for name in METHODS}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            trainer.training_step(trainer.model, dict(inputs))  # warm-up
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.training_step(trainer.model, dict(inputs))
+                trainer.model.zero_grad()
+            times[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def mean_std(values):
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -68,6 +104,12 @@ def within(d, s):
     return "" if abs(d) > s else "; within one seed-to-seed std, so not a clear difference"
 
 
+def torch_threads(n):
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def verdict(ok):
     return "holds" if ok else "does not hold"
 
@@ -79,7 +121,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (at least 3 for mean ± std)")
     parser.add_argument("--baseline_lrs", type=float, nargs="+", default=[1e-3, 2e-3, 4e-3],
                         help="learning rates tried for the baseline on the first seed; the best is used for all")
-    parser.add_argument("--train_samples", type=int, default=15000, help="fixed random Fashion-MNIST training subset")
+    parser.add_argument("--train_samples", type=int, default=10000, help="fixed random Fashion-MNIST training subset")
     parser.add_argument("--eval_samples", type=int, default=5000, help="fixed random subset of the test set")
     parser.add_argument("--epochs", type=float, default=3, help="epochs over the training subset, for every method")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps timings steady on a busy machine)")
@@ -100,6 +142,12 @@ def main(argv=None):
         lines.append(f"| {name} | {fmt([r['accuracy'] for r in rs], 100)} | {fmt([r['runtime'] for r in rs], 1, 1)} | "
                      f"{fmt([r['loss_auc'] for r in rs], 1, 3)} | {fmt([r['loss_end'] for r in rs], 1, 3)} |")
     table = "\n".join(lines)
+    if args.threads:
+        torch_threads(args.threads)
+    costs = step_costs(lr)
+    base_cost = costs["baseline"]
+    table += ("\n\nSeconds per training step (batch 128, forward + backward, median of 5 interleaved rounds of 10 steps), "
+              "relative to the baseline: " + ", ".join(f"{n} {c:.3f} s ({c / base_cost:.2f}x)" for n, c in costs.items()))
 
     def paired(name, key, scale=1.0):
         """Per-seed difference to the baseline (same init, data and order): mean ± std."""
@@ -127,7 +175,7 @@ def main(argv=None):
               f"benchmark wall-clock {time.time() - started:.0f} s")
     print(report)
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
-        json.dump({"lr": lr, "tuning": tuning, "results": results, "claims": claims}, f, indent=2)
+        json.dump({"lr": lr, "tuning": tuning, "results": results, "step_costs": costs, "claims": claims}, f, indent=2)
     with open(os.path.join(args.output_dir, "summary.md"), "w") as f:
         f.write(report + "\n")
     return results, claims

@@ -3,7 +3,7 @@
     python -m masksub_hf.plot output/image/baseline output/image/masksub -o comparison.png
 
 Rows: validation accuracy, main-branch training loss (`loss_main`; `loss` for runs without a
-sub-branch), sub-branch loss (`loss_sub`, MaskSub runs only), gradient norm. Columns: against
+sub-branch), sub-branch loss (`loss_sub`, runs with a sub-branch only), gradient norm. Columns: against
 optimizer steps and against wall-clock seconds since training began (`elapsed_s`), so a method
 that costs more per step is also judged on equal time. Needs matplotlib (`pip install masksub_hf[plot]`).
 """
