@@ -147,7 +147,10 @@ def test_compare_trains_baseline_and_masksub_side_by_side(tmp_path, folders):
 
 def test_output_dir_is_refused_resumed_or_overwritten(tmp_path, folders):
     first = argv(tmp_path, folders, "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "2")
-    run_image.main(first)
+    trained = run_image.main(first)
+    # rerunning a finished run resumes at its last step: the trained weights, not a fresh model, are evaluated
+    again = run_image.main(first)
+    assert again["eval_loss"] == pytest.approx(trained["eval_loss"], abs=1e-6)
     # the same command resumes from checkpoint-2 and carries on to step 4
     run_image.main(argv(tmp_path, folders, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2"))
     state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
