@@ -163,7 +163,7 @@ def resume_point(output_dir, training_args, overwrite):
     return last
 
 
-def train_one(model_args, data_args, training_args, splits, resume, do_train=True, do_eval=True):
+def train_one(model_args, data_args, training_args, splits, resume):
     """One run: model, transforms, trainer; returns the metrics written to all_results.json."""
     set_seed(training_args.seed)
     model, processor = build_model(model_args, splits.labels)
@@ -177,10 +177,10 @@ def train_one(model_args, data_args, training_args, splits, resume, do_train=Tru
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=mean[:channels],
                                       image_std=std[:channels])
     train = eval_ = None
-    if do_train and splits.train is not None:
+    if splits.train is not None:
         train = data.Transformed(splits.train, data.ImageTransform(
             size, mean, std, channels, train=True, crop_scale=data_args.random_crop_scale))
-    if splits.eval is not None and (do_eval or training_args.eval_strategy != "no"):
+    if splits.eval is not None:
         eval_ = data.Transformed(splits.eval, data.ImageTransform(size, mean, std, channels))
     smoothing = training_args.label_smoothing_factor
     mixup = data.build_mixup(data_args.mixup, data_args.cutmix, len(splits.labels), smoothing)
@@ -199,7 +199,7 @@ def train_one(model_args, data_args, training_args, splits, resume, do_train=Tru
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-    if eval_ is not None and do_eval:
+    if eval_ is not None:
         eval_metrics = trainer.evaluate()
         eval_metrics["eval_samples"] = len(eval_)
         metrics.update(eval_metrics)
@@ -220,8 +220,6 @@ def main(argv=None):
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
     # Training runs on the train split and the final evaluation on the validation split whenever they
     # exist (TrainingArguments turns do_eval on by itself, so --do_train/--do_eval cannot pick stages).
-    do_train, do_eval = True, True
-
     offline = not (data_args.dataset_name or data_args.train_dir or data_args.validation_dir)
     if offline:
         logger.info("No data given: the offline default, Fashion-MNIST (Debian's dataset-fashion-mnist)%s.",
@@ -231,7 +229,7 @@ def main(argv=None):
         splits = data.load_splits(
             data_args.dataset_name, data_args.dataset_config_name, data_args.train_dir, data_args.validation_dir,
             data_args.image_column_name, data_args.label_column_name, data_args.train_val_split,
-            data_args.max_train_samples, data_args.max_eval_samples, training_args.seed, model_args.cache_dir, do_train)
+            data_args.max_train_samples, data_args.max_eval_samples, training_args.seed, model_args.cache_dir)
     data.check_num_labels(data_args.num_labels, splits)
     if data_args.mixup > 0 or data_args.cutmix > 0 or data_args.bce_loss:
         if training_args.masksub_loss == "auto":  # the relaxed loss follows the main loss
@@ -255,7 +253,7 @@ def main(argv=None):
         if name:
             logger.info("=== %s run (masksub_type=%s%s) -> %s", name, args.masksub_type,
                         ", plain" if args.masksub_plain else "", args.output_dir)
-        results[name] = train_one(model_args, data_args, args, splits, resume, do_train, do_eval)
+        results[name] = train_one(model_args, data_args, args, splits, resume)
     if not compare:
         return results[None]
 

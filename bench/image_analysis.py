@@ -136,7 +136,7 @@ def main(argv=None):
         args.seeds[0], ", ".join(f"{k:g}: {v['accuracy']:.4f}" for k, v in tuning.items()), lr), flush=True)
     results = {name: [run(args, name, seed, lr) for seed in args.seeds] for name in args.methods}
 
-    lines = [f"| method | test accuracy (%) | train wall-clock (s) | main-branch train loss, mean over curve | at the end |",
+    lines = ["| method | test accuracy (%) | train wall-clock (s) | main-branch train loss, mean over curve | at the end |",
              "|---|---|---|---|---|"]
     for name, rs in results.items():
         lines.append(f"| {name} | {fmt([r['accuracy'] for r in rs], 100)} | {fmt([r['runtime'] for r in rs], 1, 1)} | "

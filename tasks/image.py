@@ -4,7 +4,6 @@ Every source ends as the same thing: a sequence of {"image": PIL.Image, "label":
 class names, so transforms, checks and the collator are written once. Images of any size or
 mode are converted (to the model's channels and input size) rather than rejected.
 """
-import math
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -64,7 +63,7 @@ def _count_images(folder: str) -> int:
 
 def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, validation_dir=None,
                 image_column="image", label_column="label", train_val_split=0.15, max_train=None, max_eval=None,
-                seed=0, cache_dir=None, do_train=True) -> ImageSplits:
+                seed=0, cache_dir=None) -> ImageSplits:
     """Hub dataset or image folders (one subfolder per class, as HF's imagefolder reads them)."""
     from datasets import ClassLabel, load_dataset
 
@@ -88,7 +87,7 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
                              f"pass --{role}_column_name.{hint}")
     if "validation" not in raw and "test" in raw:
         raw["validation"] = raw["test"]
-    if "validation" not in raw and do_train:
+    if "validation" not in raw and "train" in raw:
         parts = raw["train"].train_test_split(test_size=train_val_split, seed=seed)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
     raw = raw.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
@@ -241,7 +240,3 @@ def input_settings(model, image_processor=None, image_size=None):
     if len(mean) < channels:
         mean, std = mean * channels, std * channels
     return size, mean, std, channels
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, math.ceil(n / batch_size))
