@@ -4,10 +4,11 @@ One step = main branch exactly as Trainer computes it, backward of its half, the
 perturbed sub-branch trained toward the detached main prediction, backward of its half.
 Trainer then clips once and steps once. Peak activation memory stays at one branch.
 """
+import os
 import time
 
 from accelerate.utils import DistributedType
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
@@ -107,6 +108,30 @@ class MaskSubTrainer(Trainer):
         self.accelerator.backward(sub_loss / scale)
         self._record(main_loss, sub_loss)
         return (main_loss.detach() + sub_loss.detach()) / scale
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _load_pretrained_weights(self, checkpoint, model=None) -> bool:
+        """Load a checkpoint's weights through from_pretrained, strictly.
+
+        Trainer (5.x) reads checkpoint tensors under the model's internal names, so a model whose
+        saved names are converted (ViT: encoder.layer -> layers) silently resumes from random
+        weights. from_pretrained applies the conversion. Returns False where Trainer must load.
+        """
+        model = model if model is not None else self.model
+        if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
+                or not os.path.isfile(os.path.join(checkpoint, "config.json"))):
+            return False
+        loaded = type(model).from_pretrained(checkpoint, config=model.config)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._load_pretrained_weights(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if not self._load_pretrained_weights(self.state.best_model_checkpoint):
+            super()._load_best_model()
 
     # ---- logging -------------------------------------------------------------------------------
     def _record(self, main_loss, sub_loss):

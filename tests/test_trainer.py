@@ -195,13 +195,31 @@ def test_bf16_trains_and_the_relaxed_loss_is_fp32(tok, movie_reviews, tmp_path, 
 
 
 # checkpoints resume: the random masks replay too (Trainer restores the RNG state) ---------------------
-def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ended(tok, movie_reviews, tmp_path):
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ended(family, tok, movie_reviews, digits,
+                                                                            tmp_path):
     kw = dict(max_steps=4, save_strategy="steps", save_steps=2, train_sampling_strategy="sequential")
     runs = []
     for resume in (None, str(tmp_path / "checkpoint-2")):
-        model, data, collator = _text_setup(tok, movie_reviews, n=32, dropout=0.1)
+        if family == "bert":
+            model, data, collator = _text_setup(tok, movie_reviews, n=32, dropout=0.1)
+        else:  # ViT's saved tensor names differ from its module names: Trainer alone would lose them
+            model, data, collator = tiny_vit(hidden_dropout_prob=0.1), image_dataset(digits), None
         trainer = MaskSubTrainer(model=model, args=args(tmp_path, **kw), train_dataset=data, data_collator=collator)
         trainer.train(resume_from_checkpoint=resume)
         runs.append(trainer.model.state_dict())
     for name, w in runs[0].items():
         assert torch.allclose(w, runs[1][name], atol=1e-6), name
+
+
+def test_load_best_model_at_end_restores_every_vit_weight(digits, tmp_path):
+    data = image_dataset(digits)
+    trainer = MaskSubTrainer(model=tiny_vit(), train_dataset=data, eval_dataset=data, args=args(
+        tmp_path, max_steps=4, save_strategy="steps", save_steps=2, eval_strategy="steps", eval_steps=2,
+        load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=True))
+    trainer.train()
+    # "best" = highest loss: the earlier checkpoint, so its weights differ from the last step's
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2")
+    best = type(trainer.model).from_pretrained(trainer.state.best_model_checkpoint)
+    for name, w in best.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], w), name
