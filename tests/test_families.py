@@ -86,11 +86,32 @@ def test_vit_mask_drops_patches_after_the_position_embedding_and_keeps_cls():
 
 def test_block_mask_zeroes_the_share_of_32px_blocks():
     x = torch.ones(3, 3, 64, 96)
-    out = block_mask(x, 0.5)
+    out = block_mask(x, 0.5, block=32)
     blocks = out[:, 0].unfold(1, 32, 32).unfold(2, 32, 32).reshape(3, 6, -1)
     zero = (blocks == 0).all(-1)
     assert zero.sum(1).tolist() == [3, 3, 3]
     assert ((blocks == 0).all(-1) | (blocks == 1).all(-1)).all()  # whole blocks only
+
+
+def test_block_mask_keeps_the_papers_grid_on_small_images():
+    for size, block in ((224, 32), (28, 4)):
+        out = block_mask(torch.ones(2, 1, size, size), 0.5)
+        assert (out == 0).sum(dim=(1, 2, 3)).tolist() == [24 * block * block] * 2  # 24 of the 7 x 7 cells
+        assert out[0, 0].unfold(0, block, block).unfold(1, block, block).reshape(49, -1).std(-1).max() == 0
+
+
+def test_timm_drop_path_covers_resnets_whose_empty_slots_are_none():
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    from masksub_hf.perturb import timm_drop_path
+    from masksub_hf.perturb.droppath import timm_drop_path_slots
+
+    model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet18", num_labels=3))
+    slots = timm_drop_path_slots(model.timm_model)
+    assert len(slots) == 8 and all(getattr(m, n) is None for m, n in slots)
+    with timm_drop_path(model.timm_model, 0.5):
+        assert all(getattr(m, n).drop_prob == 0.5 for m, n in slots)
+    assert all(getattr(m, n) is None for m, n in slots)
 
 
 def test_unsupported_model_names_the_families_and_the_registration_hook():

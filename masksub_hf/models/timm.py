@@ -2,6 +2,7 @@
 from contextlib import contextmanager
 
 from ..perturb import block_mask, timm_drop_path
+from ..perturb.droppath import timm_drop_path_slots
 from .base import Family
 
 
@@ -32,9 +33,7 @@ class TimmFamily(Family):
             yield inputs
 
     def check(self, model, masksub_type):
-        if masksub_type == "path":
-            with timm_drop_path(model.timm_model, 0.0) as n:
-                if not n:
-                    raise ValueError(f"--masksub_type path: {type(model.timm_model).__name__} has no drop-path slot.")
-        else:
+        if masksub_type == "path" and not timm_drop_path_slots(model.timm_model):
+            raise ValueError(f"--masksub_type path: {type(model.timm_model).__name__} has no drop-path slot.")
+        elif masksub_type != "path":
             super().check(model, masksub_type)

@@ -36,17 +36,27 @@ def block_drop_path(blocks: Iterable[nn.Module], p: float):
             h.remove()
 
 
-@contextmanager
-def timm_drop_path(model: nn.Module, p: float):
-    """Swap every timm drop-path slot (DropPath or the Identity placed when the rate is 0) to rate p."""
+def timm_drop_path_slots(model: nn.Module):
+    """timm's drop-path slots: attributes named drop_path* holding a DropPath, or what timm puts
+    there when the rate is 0 (an Identity in ViTs and ConvNeXts, None in ResNets)."""
     from timm.layers import DropPath
 
-    slots = [
-        (module, name)
-        for module in model.modules()
-        for name, child in module.named_children()
-        if name.startswith("drop_path") and isinstance(child, (DropPath, nn.Identity))
-    ]
+    slots = []
+    for module in model.modules():
+        names = set(module._modules) | {n for n, v in vars(module).items() if v is None}
+        for name in sorted(names):
+            value = getattr(module, name)
+            if name.startswith("drop_path") and (value is None or isinstance(value, (DropPath, nn.Identity))):
+                slots.append((module, name))
+    return slots
+
+
+@contextmanager
+def timm_drop_path(model: nn.Module, p: float):
+    """Swap every timm drop-path slot to a DropPath of rate p while inside."""
+    from timm.layers import DropPath
+
+    slots = timm_drop_path_slots(model)
     saved = [getattr(m, n) for m, n in slots]
     try:
         for m, n in slots:
