@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 MASKSUB_TYPES = ("mask", "drop", "path", "none")
-RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse")
+RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse", "clip")
 
 
 def validate(masksub_type: str, masksub_ratio: float, masksub_loss: str = "auto") -> None:
@@ -45,7 +45,8 @@ class MaskSubConfig(TrainingArguments):
         metadata={
             "help": "Loss matching the sub-branch to the detached main prediction: 'softmax' (soft-target cross-"
             "entropy), 'sigmoid' (BCE to sigmoid targets), 'mse' (regression), or 'auto' to choose from the "
-            "model's config (problem_type, num_labels).",
+            "model's config (problem_type, num_labels); 'clip' (both directions of an image x text similarity matrix) "
+            "is what open_clip models pick themselves.",
             "choices": list(RELAXED_LOSSES),
         },
     )
