@@ -167,11 +167,6 @@ def train_one(model_args, data_args, training_args, splits, resume):
     """One run: model, transforms, trainer; returns the metrics written to all_results.json."""
     set_seed(training_args.seed)
     model, processor = build_model(model_args, splits.labels)
-    if isinstance(resume, str) and os.path.isdir(resume):
-        # transformers 5.x Trainer reloads a checkpoint with load_state_dict(strict=False) under the model's
-        # in-memory names, which for ViT differ from the saved ones: every encoder layer would silently stay
-        # at its fresh initialisation. from_pretrained converts the names; Trainer's reload then changes nothing.
-        model = AutoModelForImageClassification.from_pretrained(resume)
     size, mean, std, channels = data.input_settings(model, processor, model_args.image_size)
     if processor is None:  # saved with the model so that it can be used with a pipeline later
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=mean[:channels],
