@@ -338,9 +338,11 @@ def truncate(dataset, n):
 def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     """Train / evaluate / predict as the HF script does; returns the metrics saved in all_results.json."""
     setup_logging(training_args)
+    task_name = data_args.task_name
+    if task_name:
+        get_task(task_name)  # an unknown name is the first thing to report
     resume = last_checkpoint(training_args, run_args)
     set_seed(training_args.seed)
-    task_name = data_args.task_name
     raw = load_raw_datasets(model_args, data_args, training_args)
     keys, is_regression, label_list, label_to_id = columns_and_labels(raw, task_name)
     tokenizer, model = load_model(model_args, task_name, is_regression, label_list)
