@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback
 
-from ..perturb import block_drop_path, block_mask, dropout_rate, dropout_sites, gather_tokens, keep_indices, timm_drop_path
+from ..perturb import block_drop_path, block_mask, gather_tokens, keep_indices, timm_drop_path
+from ..perturb.droppath import timm_drop_path_slots
 from .base import Family, longest_module_list, register_family
 
 MODES = ("contrastive", "classify")
@@ -184,9 +185,7 @@ class OpenCLIPFamily(Family):
                 module, name, prefix = slot
                 stack.enter_context(_swapped(module, name, DropTokens(ratio, prefix)))
             else:  # CNNs cannot drop tokens: zero a ratio of a 7 x 7 grid of blocks (32 px at 224, as the paper)
-                pixels = inputs["pixel_values"]
-                block = math.ceil(max(pixels.shape[-2:]) / 7)
-                inputs = {**inputs, "pixel_values": block_mask(pixels, ratio, block=block)}
+                inputs = {**inputs, "pixel_values": block_mask(inputs["pixel_values"], ratio)}
             if model.mask_text and model.mode == "contrastive":
                 inputs = stack.enter_context(self._drop_text(model, inputs, ratio))
             yield inputs
@@ -229,37 +228,16 @@ class OpenCLIPFamily(Family):
             stack.enter_context(block_drop_path(self.blocks(model), ratio))
             yield inputs
 
-    @staticmethod
-    def _attention_dropouts(model):
-        return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
-
-    @contextmanager
-    def drop(self, model, inputs, ratio):
-        attns = self._attention_dropouts(model)
-        saved = [m.dropout for m in attns]
-        try:
-            for m in attns:
-                m.dropout = ratio
-            with dropout_rate(model, ratio):
-                yield inputs
-        finally:
-            for m, v in zip(attns, saved):
-                m.dropout = v
-
     def check(self, model, masksub_type):
         if model.mask_text and masksub_type == "mask" and not _is_hf_text(model.clip):
             raise ValueError("--mask_text needs a Hugging Face text tower (hf_model_name in the model config); "
                              "open_clip's own text transformer pools at the EOT token and is not masked here.")
-        if masksub_type == "drop" and not (dropout_sites(model) or self._attention_dropouts(model)):
-            raise ValueError("--masksub_type drop: this CLIP has no dropout module to raise.")
         if masksub_type == "path":
             trunk = getattr(model.clip.visual, "trunk", None)
-            n = 0
-            if trunk is not None:
-                with timm_drop_path(trunk, 0.0) as n:
-                    pass
-            if not (n or self.blocks(model)):
+            if not ((trunk is not None and timm_drop_path_slots(trunk)) or self.blocks(model)):
                 raise ValueError("--masksub_type path: found no residual blocks in this CLIP.")
+        elif masksub_type == "drop":
+            super().check(model, masksub_type)
 
 
 register_family(OpenCLIPFamily(), first=True)

@@ -13,7 +13,7 @@ def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = None) -> t
     that grid (28 px images get 4 px blocks) instead of becoming a single block that is never dropped.
     """
     b, _, h, w = pixel_values.shape
-    block = block or max(1, min(32, min(h, w) // 7))
+    block = block or max(1, min(32, math.ceil(min(h, w) / 7)))
     gh, gw = math.ceil(h / block), math.ceil(w / block)
     n_drop = int(gh * gw * ratio)
     scores = tokens.random_scores((b, gh * gw), pixel_values.device)

@@ -3,8 +3,9 @@ from contextlib import contextmanager
 
 from torch import nn
 
-# float rates some modules read instead of an nn.Dropout (HF ViT attention, timm classifier heads)
-FLOAT_RATE_ATTRS = ("attention_dropout", "dropout_prob", "drop_rate")
+# float rates some modules read instead of an nn.Dropout (HF ViT attention, timm classifier heads,
+# torch's nn.MultiheadAttention in open_clip towers); only float values count, never modules
+FLOAT_RATE_ATTRS = ("attention_dropout", "dropout_prob", "drop_rate", "dropout")
 
 
 def dropout_sites(model: nn.Module):
