@@ -79,9 +79,14 @@ class MaskSubTrainer(Trainer):
         loss = (main_loss + sub_loss) / 2
         return (loss, outputs) if return_outputs else loss
 
+    def train(self, *args, **kwargs):
+        self._train_started = time.perf_counter()
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self._train_started = None
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self._train_started is None:
-            self._train_started = time.perf_counter()
         if self.family is None or self.masksub_plain:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
@@ -140,8 +145,8 @@ class MaskSubTrainer(Trainer):
             self._branch_sums[key] = (total + value.detach().float(), count + 1)
 
     def log(self, logs, *args, **kwargs):
-        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`, and the
-        seconds since training began (`elapsed_s`) so runs can be compared against wall-clock."""
+        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`, and, while
+        training, the seconds since it began (`elapsed_s`) so runs can be compared against wall-clock."""
         if self._train_started is not None:
             logs["elapsed_s"] = round(time.perf_counter() - self._train_started, 3)
         if "loss" in logs and self._branch_sums:

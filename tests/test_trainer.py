@@ -126,14 +126,17 @@ def test_branch_losses_are_logged_and_the_sub_loss_starts_at_the_main_entropy(to
         logits = model.train()(**collator([{k: v for k, v in r.items()} for r in data])).logits
     p = logits.softmax(-1)
     entropy = float(-(p * p.log()).sum(-1).mean())
-    trainer = _trained(MaskSubTrainer, model, data, collator, tmp_path, max_steps=3)
+    trainer = _trained(MaskSubTrainer, model, data, collator, tmp_path, max_steps=3, eval_strategy="steps",
+                       eval_steps=2)
     trainer.save_state()
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     train_logs = [h for h in history if "loss" in h]
-    assert len(train_logs) == 3
+    assert len(train_logs) == 3 and any("eval_loss" in h for h in history)
     for h in train_logs:
         assert {"loss_main", "loss_sub", "elapsed_s"} <= set(h)
         assert h["loss"] == pytest.approx((h["loss_main"] + h["loss_sub"]) / 2, abs=1e-3)
+    assert all("elapsed_s" in h for h in history)  # eval logs during training too: plots against wall-clock
+    assert "elapsed_s" not in trainer.evaluate()  # but not the metrics of a later evaluate()
     first = train_logs[0]
     assert entropy - 1e-3 <= first["loss_sub"] <= entropy + 0.1  # soft CE = H(main) + KL >= H(main)
     assert first["loss_main"] == pytest.approx(math.log(3), abs=0.3)  # 3 classes, untrained
