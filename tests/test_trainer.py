@@ -89,7 +89,7 @@ def test_gradient_accumulation_matches_the_large_batch(family, masksub_type, tok
         trainer = MaskSubTrainer(model=model, train_dataset=data, data_collator=collator, args=args(
             tmp_path / f"{batch_size}", masksub_type=masksub_type, per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation, max_steps=2, optim="sgd", learning_rate=0.5,
-            max_grad_norm=0.0, train_sampling_strategy="sequential", lr_scheduler_type="constant"))
+            max_grad_norm=0.0, lr_scheduler_type="constant"))  # same seed: both see the same shuffled order
         trainer.train()
         finals.append(trainer.model.state_dict())
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -201,7 +201,7 @@ def test_bf16_trains_and_the_relaxed_loss_is_fp32(tok, movie_reviews, tmp_path, 
 @pytest.mark.parametrize("family", ["bert", "vit"])
 def test_resuming_from_a_checkpoint_ends_where_the_uninterrupted_run_ended(family, tok, movie_reviews, digits,
                                                                             tmp_path):
-    kw = dict(max_steps=4, save_strategy="steps", save_steps=2, train_sampling_strategy="sequential")
+    kw = dict(max_steps=4, save_strategy="steps", save_steps=2)
     runs = []
     for resume in (None, str(tmp_path / "checkpoint-2")):
         if family == "bert":
