@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, Trainer
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import find_family
+from .perturb import frozen_norm_stats
 
 
 def _logits(outputs):
@@ -59,9 +60,12 @@ class MaskSubTrainer(Trainer):
         return perturb(self.accelerator.unwrap_model(model), inputs, self.masksub_ratio)
 
     def sub_branch_loss(self, model, inputs, main_logits):
-        """Forward the perturbed batch through the same (wrapped) model; relaxed loss to the detached target."""
+        """Forward the perturbed batch through the same (wrapped) model; relaxed loss to the detached target.
+
+        BatchNorm running statistics are left as the main branch set them: inference uses them."""
         unwrapped = self.accelerator.unwrap_model(model)
-        with self.perturbed(model, {k: v for k, v in inputs.items() if k != "labels"}) as sub_inputs:
+        with frozen_norm_stats(unwrapped), \
+                self.perturbed(model, {k: v for k, v in inputs.items() if k != "labels"}) as sub_inputs:
             sub_logits = _logits(model(**sub_inputs))
         loss_name = resolve_loss_name(unwrapped, self.masksub_loss)
         return RELAXED_LOSSES[loss_name](sub_logits, main_logits.detach())

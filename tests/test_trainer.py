@@ -226,3 +226,25 @@ def test_load_best_model_at_end_restores_every_vit_weight(digits, tmp_path):
     best = type(trainer.model).from_pretrained(trainer.state.best_model_checkpoint)
     for name, w in best.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], w), name
+
+
+@pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
+def test_batchnorm_running_statistics_follow_the_main_branch_only(masksub_type, digits, tmp_path):
+    torch.manual_seed(0)
+    model = TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="resnet18", num_labels=10, model_args=dict(in_chans=1)))
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+    trainer.current_gradient_accumulation_steps = 1
+    x = torch.tensor(digits[0][:8]).repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]  # 32 px
+    stats = lambda: [b.clone() for n, b in model.named_buffers() if "running" in n]  # noqa: E731
+    before = stats()
+    model.train()
+    with torch.no_grad():
+        model(pixel_values=x)  # what the main branch alone does to the statistics
+    expected = stats()
+    for b, s in zip([b for n, b in model.named_buffers() if "running" in n], before):
+        b.copy_(s)
+    trainer.training_step(model, {"pixel_values": x, "labels": torch.tensor(digits[1][:8])})
+    assert any(not torch.equal(a, b) for a, b in zip(expected, before))  # the main branch did move them
+    for a, b in zip(stats(), expected):
+        assert torch.allclose(a, b, atol=1e-6)

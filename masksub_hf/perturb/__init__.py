@@ -2,9 +2,10 @@
 from .blocks import block_mask
 from .dropout import dropout_rate, dropout_sites
 from .droppath import block_drop_path, timm_drop_path
+from .norm_stats import frozen_norm_stats
 from .tokens import gather_tokens, keep_indices, random_scores
 
 __all__ = [
-    "block_mask", "dropout_rate", "dropout_sites", "block_drop_path", "timm_drop_path",
+    "block_mask", "dropout_rate", "dropout_sites", "block_drop_path", "timm_drop_path", "frozen_norm_stats",
     "gather_tokens", "keep_indices", "random_scores",
 ]
