@@ -46,7 +46,7 @@ DEFAULTS = {
     "dataloader_num_workers": 0,
 }
 # The embedded default (no data given): both runs fit ~10 minutes on 2 CPU cores.
-EMBEDDED_DEFAULTS = {"max_steps": 25, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000}
+EMBEDDED_DEFAULTS = {"max_steps": 100, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000}
 RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
@@ -261,4 +261,6 @@ def check_model(model_args: ModelArguments):
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.cli import run_cli
+
+    run_cli(main, "run_clip.py")

@@ -276,4 +276,6 @@ def comparison_table(results, caption):
 
 
 if __name__ == "__main__":
-    main()
+    from tasks.cli import run_cli
+
+    run_cli(main, "run_image.py")
