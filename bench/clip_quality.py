@@ -7,7 +7,7 @@ order and the new projections' init, so runs with one seed differ only in the su
 Prints a markdown table of zero-shot accuracy, recall@1/5/10 and wall-clock (mean +- std over
 seeds) and writes every run's numbers to OUTPUT_DIR/clip_quality.json. Figures, never asserted.
 
-    python bench/clip_quality.py --output_dir output/bench-clip --seeds 0 1 2 --max_steps 25
+    python bench/clip_quality.py --output_dir output/bench-clip --seeds 0 1 2 --max_steps 100
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ def parse():
                    help="masksub_type values to compare ('none' is the plain baseline).")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="Seeds (at least 3 to judge small gaps).")
     p.add_argument("--ratio", type=float, default=0.5, help="--masksub_ratio for every perturbation.")
-    p.add_argument("--max_steps", type=int, default=25, help="Optimizer steps per run (the same budget for all).")
+    p.add_argument("--max_steps", type=int, default=100, help="Optimizer steps per run (the same budget for all).")
     p.add_argument("--batch_size", type=int, default=32, help="Per-device batch size (the contrastive batch).")
     p.add_argument("--image_size", type=int, default=64, help="Input resolution of the offline CLIP.")
     p.add_argument("--val_num_samples", type=int, default=1000, help="Fashion-MNIST test images evaluated.")
