@@ -104,7 +104,8 @@ class MaskSubTrainer(Trainer):
                 loss = self.compute_loss(model, inputs) / accumulation
             self.accelerator.backward(loss, scale_wrt_gas=False)
             return loss.detach()
-        scale = 2 * accumulation  # each branch is half of the loss        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
+        scale = 2 * accumulation  # each branch is half of the loss
+        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
         # wait (no_sync): the sub-branch backward all-reduces the sum once.
         with self.accelerator.no_sync(model):
             with self.compute_loss_context_manager():
