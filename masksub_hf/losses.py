@@ -52,11 +52,13 @@ RELAXED_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
 }
 
 
-def resolve_loss_name(model, requested: str = "auto") -> str:
-    """Pick the relaxed loss that fits the model's task, as the HF heads pick their own loss."""
+def resolve_loss_name(model, requested: str = "auto", own: str = None) -> str:
+    """Pick the relaxed loss that fits the model's task, as the HF heads pick their own loss.
+
+    `own`: what the model's family requires (CLIP: 'clip'); otherwise the model may say so itself."""
     if requested != "auto":
         return requested
-    own = getattr(model, "masksub_loss", None)  # models that know better (CLIP) say so themselves
+    own = own or getattr(model, "masksub_loss", None)
     if own is not None:
         return own
     config = getattr(model, "config", None)

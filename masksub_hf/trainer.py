@@ -4,39 +4,44 @@ One step = main branch exactly as Trainer computes it, backward of its half, the
 perturbed sub-branch trained toward the detached main prediction, backward of its half.
 Trainer then clips once and steps once. Peak activation memory stays at one branch.
 """
+import inspect
+import logging
 import os
 import time
+from contextlib import nullcontext
 
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
-from .models import find_family
+from .models import base_model_of, find_family
+from .models.base import as_sub_batch
 from .perturb import frozen_norm_stats
 
+logger = logging.getLogger(__name__)
 
-def _logits(outputs):
-    if isinstance(outputs, dict) and "logits" in outputs:
-        return outputs["logits"]
-    raise ValueError(
-        "MaskSubTrainer needs a model that returns a ModelOutput/dict with 'logits' (got "
-        f"{type(outputs).__name__}); return_dict=False models are not supported."
-    )
+
+def _ignores_num_items_in_batch(model) -> bool:
+    """A forward that takes **kwargs (so Trainer hands it num_items_in_batch and stops dividing by the
+    accumulation steps) but computes its own mean loss without it (BERT in transformers 5.x)."""
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return False
+    return "num_items_in_batch" not in source and "loss_function" not in source
 
 
 class MaskSubTrainer(Trainer):
     """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5).
 
-    A `compute_loss_func` is honoured for the main branch; in MaskSub steps it is called with
-    num_items_in_batch=None and must then return the batch mean.
+    The main branch is `self.compute_loss`, so overrides and `compute_loss_func` train as they
+    evaluate; in MaskSub steps it is called with num_items_in_batch=None and must return the batch
+    mean. `masksub_type none` is Trainer, untouched.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Never hand num_items_in_batch to the model (BERT ignores it, ViT divides by it): the model's
-        # loss is then a per-batch mean, and Trainer (masksub_type none) or we divide it by the accumulation steps.
-        self.model_accepts_loss_kwargs = False
         self.masksub_type = getattr(self.args, "masksub_type", "mask")
         self.masksub_ratio = getattr(self.args, "masksub_ratio", 0.5)
         self.masksub_loss = getattr(self.args, "masksub_loss", "auto")
@@ -46,42 +51,52 @@ class MaskSubTrainer(Trainer):
             raise ValueError("--masksub_plain applies the masksub_type perturbation to the main branch; "
                              "choose --masksub_type mask, drop or path with it.")
         self.family = None
-        if self.masksub_type != "none":
-            unwrapped = self.accelerator.unwrap_model(self.model)
-            self.family = find_family(unwrapped)
-            self.family.check(unwrapped, self.masksub_type)
+        base = base_model_of(self.accelerator.unwrap_model(self.model))
+        if self.masksub_type == "none":
+            self._warn_if_trainer_scales_wrongly(base)
+        else:
+            self.family = find_family(base)
+            self.family.check(base, self.masksub_type)
+            # Our losses are per-micro-batch means that we divide by the accumulation steps ourselves:
+            # never hand the model num_items_in_batch (BERT ignores it, ViT divides by it).
+            self.model_accepts_loss_kwargs = False
+            self.loss_is_scaled_for_ga = False
         self._branch_sums = {}
         self._train_started = None
+
+    def _warn_if_trainer_scales_wrongly(self, base):
+        if (self.args.gradient_accumulation_steps > 1 and self.model_accepts_loss_kwargs
+                and self.compute_loss_func is None and self.loss_is_scaled_for_ga is None
+                and _ignores_num_items_in_batch(base)):
+            logger.warning(
+                "masksub_type none is transformers.Trainer exactly, including its gradient-accumulation quirk: "
+                f"{type(base).__name__}.forward takes **kwargs, so Trainer passes num_items_in_batch and does not divide "
+                "the loss by gradient_accumulation_steps, but the model ignores it and returns a per-batch mean. The "
+                f"logged loss and the gradients are {self.args.gradient_accumulation_steps}x those of one large batch "
+                "(upstream transformers behaviour). MaskSub types use per-micro-batch means; compare runs accordingly.")
 
     # ---- the sub-branch ----------------------------------------------------------------------
     def perturbed(self, model, inputs):
         """Context manager: the model perturbed as masksub_type says, yielding the matching inputs."""
         perturb = getattr(self.family, self.masksub_type)
-        return perturb(self.accelerator.unwrap_model(model), inputs, self.masksub_ratio)
+        return perturb(base_model_of(self.accelerator.unwrap_model(model)), inputs, self.masksub_ratio)
 
-    def sub_branch_loss(self, model, inputs, main_logits):
-        """Forward the perturbed batch through the same (wrapped) model; relaxed loss to the detached target.
+    def relaxed_loss(self, model, sub_outputs, sub, inputs, target):
+        """The sub-branch prediction against the detached main one, in fp32."""
+        base = base_model_of(self.accelerator.unwrap_model(model))
+        name = self.masksub_loss if self.masksub_loss != "auto" else resolve_loss_name(base, "auto", self.family.loss_name(base))
+        sub_pred, main_pred = self.family.pair(self.family.prediction(sub_outputs), target, sub, inputs)
+        return RELAXED_LOSSES[name](sub_pred, main_pred)
 
-        BatchNorm running statistics are left as the main branch set them: inference uses them."""
-        unwrapped = self.accelerator.unwrap_model(model)
-        with frozen_norm_stats(unwrapped), \
-                self.perturbed(model, {k: v for k, v in inputs.items() if k != "labels"}) as sub_inputs:
-            sub_logits = _logits(model(**sub_inputs))
-        loss_name = resolve_loss_name(unwrapped, self.masksub_loss)
-        return RELAXED_LOSSES[loss_name](sub_logits, main_logits.detach())
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training: the full MaskSub loss (L_main + L_sub) / 2. Evaluation: exactly Trainer's."""
-        if self.family is None or not model.training:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.masksub_plain:
-            with self.perturbed(model, dict(inputs)) as masked_inputs:
-                return super().compute_loss(model, masked_inputs, return_outputs, num_items_in_batch)
-        main_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True)
-        sub_loss = self.sub_branch_loss(model, inputs, _logits(outputs))
-        self._record(main_loss, sub_loss)
-        loss = (main_loss + sub_loss) / 2
-        return (loss, outputs) if return_outputs else loss
+    def main_branch(self, model, inputs):
+        """(loss, detached prediction) through self.compute_loss, so subclasses' overrides train too."""
+        with self.compute_loss_context_manager():
+            result = self.compute_loss(model, dict(inputs), return_outputs=True)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise ValueError(f"{type(self).__name__}.compute_loss(..., return_outputs=True) must return (loss, outputs): "
+                             "the sub-branch learns the main branch's prediction from those outputs.")
+        loss, outputs = result
+        return loss, self.family.prediction(outputs).detach()
 
     def train(self, *args, **kwargs):
         self._train_started = time.perf_counter()
@@ -90,32 +105,43 @@ class MaskSubTrainer(Trainer):
         finally:
             self._train_started = None
 
+    def one_combined_backward(self) -> bool:
+        """DeepSpeed's backward may step the optimizer, and ZeRO rejects a second one: one combined
+        backward there (1.4-1.5x activation memory); two everywhere else."""
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.family is None or self.masksub_plain:
+        if self.family is None:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
+        if self.masksub_plain:  # the analysis row: the perturbation on the main branch, through backward
+            with self.perturbed(model, dict(inputs)) as masked:
+                return super().training_step(model, dict(masked), num_items_in_batch)
         accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            # each DeepSpeed backward may step and ZeRO rejects a second one: one combined backward
-            with self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs) / accumulation
-            self.accelerator.backward(loss, scale_wrt_gas=False)
-            return loss.detach()
         scale = 2 * accumulation  # each branch is half of the loss
+        combined = self.one_combined_backward()
         # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
         # wait (no_sync): the sub-branch backward all-reduces the sum once.
-        with self.accelerator.no_sync(model):
+        with nullcontext() if combined else self.accelerator.no_sync(model):
+            main_loss, target = self.main_branch(model, inputs)
+            if not combined:
+                self.accelerator.backward(main_loss / scale)
+        # The perturbation (and the BatchNorm statistics it must not move) stays in force through the
+        # sub-branch backward: gradient checkpointing recomputes the perturbed layers there.
+        unwrapped = base_model_of(self.accelerator.unwrap_model(model))
+        sub_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "return_loss")}
+        with frozen_norm_stats(unwrapped), self.perturbed(model, sub_inputs) as yielded:
+            sub = as_sub_batch(yielded)
             with self.compute_loss_context_manager():
-                main_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True)
-            target = _logits(outputs).detach()
-            del outputs
-            self.accelerator.backward(main_loss / scale)
-        with self.compute_loss_context_manager():
-            sub_loss = self.sub_branch_loss(model, inputs, target)
-        self.accelerator.backward(sub_loss / scale)
+                sub_loss = self.relaxed_loss(model, model(**sub), sub, inputs, target)
+            if combined:
+                deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+                self.accelerator.backward((main_loss + sub_loss) / scale, **({"scale_wrt_gas": False} if deepspeed else {}))
+            else:
+                self.accelerator.backward(sub_loss / scale)
         self._record(main_loss, sub_loss)
         return (main_loss.detach() + sub_loss.detach()) / scale
 

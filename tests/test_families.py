@@ -100,28 +100,42 @@ def test_block_mask_keeps_the_papers_grid_on_small_images():
         assert out[0, 0].unfold(0, block, block).unfold(1, block, block).reshape(49, -1).std(-1).max() == 0
 
 
-def test_timm_drop_path_covers_resnets_whose_empty_slots_are_none():
+def test_own_drop_path_covers_resnets_whose_empty_slots_are_none():
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
-    from masksub_hf.perturb import timm_drop_path
-    from masksub_hf.perturb.droppath import timm_drop_path_slots
+    from masksub_hf.perturb import own_drop_path
+    from masksub_hf.perturb.droppath import drop_path_slots
 
     model = TimmWrapperForImageClassification(TimmWrapperConfig(architecture="resnet18", num_labels=3))
-    slots = timm_drop_path_slots(model.timm_model)
+    slots = drop_path_slots(model.timm_model)
     assert len(slots) == 8 and all(getattr(m, n) is None for m, n in slots)
-    with timm_drop_path(model.timm_model, 0.5):
+    with own_drop_path(model.timm_model, 0.5):
         assert all(getattr(m, n).drop_prob == 0.5 for m, n in slots)
     assert all(getattr(m, n) is None for m, n in slots)
 
 
-def test_unsupported_model_names_the_families_and_the_registration_hook():
+def test_unknown_model_gets_drop_and_path_and_a_construction_error_for_mask():
     class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
+            self.dropout = nn.Dropout(0.1)
+
         def forward(self, x):
+            for layer in self.layers:
+                x = x + self.dropout(layer(x))
             return x
 
+    family = find_family(Tiny())
+    family.check(Tiny(), "drop")
+    family.check(Tiny(), "path")
     with pytest.raises(ValueError, match="register_family") as err:
-        find_family(Tiny())
-    assert "BERT" in str(err.value) and "ViT" in str(err.value)
+        family.check(Tiny(), "mask")
+    message = str(err.value)
+    assert "Tiny" in message and "BERT" in message and "ViT" in message and "drop or path works" in message
+    with pytest.raises(ValueError, match="no dropout module") as err:
+        find_family(nn.Linear(2, 2)).check(nn.Linear(2, 2), "drop")
+    assert "no masksub_type works" in str(err.value)
 
 
 def test_registered_family_wins():

@@ -1,5 +1,5 @@
 """Per-family knowledge: where tokens enter, which modules are residual blocks. Most specific first."""
-from .base import FAMILIES, Family, find_family, register_family
+from .base import FAMILIES, Family, GenericFamily, SubBatch, base_model_of, find_family, register_family
 from .hf_image import PixelFamily
 from .hf_text import TextEncoderFamily
 from .hf_vit import ViTFamily
@@ -9,4 +9,4 @@ for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
     register_family(_family, first=False)
 from . import open_clip as _open_clip  # noqa: F401  (registers the open_clip family first)
 
-__all__ = ["FAMILIES", "Family", "find_family", "register_family"]
+__all__ = ["FAMILIES", "Family", "GenericFamily", "SubBatch", "base_model_of", "find_family", "register_family"]

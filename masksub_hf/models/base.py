@@ -1,16 +1,46 @@
 """What the trainer needs to know about a model family, and the registry that finds it.
 
-A family answers three questions: how to drop tokens (`mask`), where the residual blocks
-are (`path`), and which dropouts exist (`drop`, the same for every family). Each method is
-a context manager that perturbs the model while inside and yields the sub-branch inputs.
-Adding a family is one subclass plus `register_family(MyFamily())`.
+A family answers a few questions: how to hide part of the input (`mask`), where the residual
+blocks and drop-path slots are (`path`), which dropouts exist (`drop`), where the prediction sits
+in the output, and which relaxed loss fits it. `drop` and `path` work on any model with a dropout
+or a residual stack, so the built-in `GenericFamily` (tried last) takes every model for them; a
+family is needed only for `mask`. Each perturbation is a context manager that perturbs the model
+while inside and yields the sub-branch inputs (a dict; a `SubBatch`, a dict that also says which tokens were
+kept, where per-token predictions must be aligned). Adding a family is one subclass plus `register_family`.
 """
 from contextlib import contextmanager
-from typing import Dict, List
+from typing import Dict, List, Optional
 
+import torch
 from torch import nn
 
-from ..perturb import block_drop_path, dropout_rate, dropout_sites
+from ..perturb import block_drop_path, drop_path_slots, dropout_rate, dropout_sites, own_drop_path
+
+TYPES = ("mask", "drop", "path")
+# where a prediction sits in a ModelOutput, most common first (classifiers, then image-text models)
+PREDICTION_KEYS = ("logits", "logits_per_image")
+
+
+class SubBatch(dict):
+    """The sub-branch inputs (a dict, passed to the model as **inputs), and for token dropping which
+    tokens were kept: index (B, K) into the original sequence, kept (B, K) True for real entries.
+    Per-token heads need them to align the two branches' predictions."""
+
+    def __init__(self, inputs: Dict, index: Optional[torch.Tensor] = None, kept: Optional[torch.Tensor] = None):
+        super().__init__(inputs)
+        self.index, self.kept = index, kept
+
+
+def as_sub_batch(yielded) -> SubBatch:
+    return yielded if isinstance(yielded, SubBatch) else SubBatch(yielded)
+
+
+def base_model_of(model: nn.Module) -> nn.Module:
+    """The model the families look at: through PEFT wrappers (LoRA...) to the transformers model inside."""
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base) and hasattr(model, "peft_config"):
+        return get_base()
+    return model
 
 
 class Family:
@@ -19,12 +49,9 @@ class Family:
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
 
+    # ---- the perturbations (context managers yielding the sub-branch inputs) -------------------
     def mask(self, model: nn.Module, inputs: Dict, ratio: float):
-        raise NotImplementedError(f"{self.name} models cannot be masked; use --masksub_type drop or path.")
-
-    def blocks(self, model: nn.Module) -> List[nn.Module]:
-        """The residual blocks that PathSub may skip."""
-        return []
+        raise NotImplementedError(self.refusal(model, "mask"))
 
     @contextmanager
     def drop(self, model: nn.Module, inputs: Dict, ratio: float):
@@ -33,15 +60,112 @@ class Family:
 
     @contextmanager
     def path(self, model: nn.Module, inputs: Dict, ratio: float):
-        with block_drop_path(self.blocks(model), ratio):
-            yield inputs
+        if drop_path_slots(model):  # the model's own stochastic-depth slots
+            with own_drop_path(model, ratio):
+                yield inputs
+        else:
+            with block_drop_path(self.blocks(model), ratio):
+                yield inputs
+
+    def mask_kind(self, model: nn.Module) -> str:
+        """What `mask` does to this model, for the plan: "tokens dropped", "mask token", "pixel blocks"..."""
+        return "masked"
+
+    def blocks(self, model: nn.Module) -> List[nn.Module]:
+        """The residual blocks that PathSub hooks when the model has no drop-path slot of its own."""
+        return longest_module_list(model)
+
+    # ---- what the trainer reads ----------------------------------------------------------------
+    def prediction(self, outputs):
+        """The tensor the sub-branch learns: the first of PREDICTION_KEYS in the model's output."""
+        if isinstance(outputs, dict):
+            for key in PREDICTION_KEYS:
+                if outputs.get(key) is not None:
+                    return outputs[key]
+            seen = ", ".join(k for k, v in outputs.items() if v is not None) or "none"
+            raise ValueError(f"MaskSubTrainer found no prediction in the model's output: it looks for "
+                             f"{' or '.join(PREDICTION_KEYS)}, and the output has {seen}. Register a family whose "
+                             "prediction() returns the right tensor (masksub_hf.register_family).")
+        raise ValueError(f"MaskSubTrainer needs the model to return a ModelOutput or dict (got {type(outputs).__name__}); "
+                         "set return_dict=True in its config.")
+
+    def loss_name(self, model: nn.Module) -> Optional[str]:
+        """The relaxed loss this family's models need whatever their config says (CLIP: 'clip'), or None."""
+        return getattr(model, "masksub_loss", None)
+
+    def pair(self, sub_pred: torch.Tensor, main_pred: torch.Tensor, sub: SubBatch, inputs: Dict):
+        """(sub, main) predictions aligned for the relaxed loss. Per-token predictions (token
+        classification) keep the positions both branches saw and that carry a label (not special,
+        not padding), flattened to (N, C)."""
+        if main_pred.dim() < 3 or "input_ids" not in inputs or main_pred.shape[1] != inputs["input_ids"].shape[-1]:
+            return sub_pred, main_pred
+        valid = _token_targets(inputs)
+        if sub.index is not None:  # tokens were dropped: the sub-branch's k-th token is index[:, k]
+            main_pred = main_pred.gather(1, sub.index[..., None].expand(-1, -1, main_pred.shape[-1]))
+            valid = valid.gather(1, sub.index) & sub.kept
+        return sub_pred[valid], main_pred[valid]
+
+    # ---- construction-time checks and the plan ------------------------------------------------
+    def refusal(self, model: nn.Module, masksub_type: str) -> Optional[str]:
+        """Why this model cannot take masksub_type (None when it can): what is missing."""
+        if masksub_type == "drop" and not dropout_sites(model):
+            return "it has no dropout module or dropout rate to raise"
+        if masksub_type == "path" and not (drop_path_slots(model) or self.blocks(model)):
+            return "it has no drop-path slot and no stack of residual blocks was found"
+        return None
+
+    def describe(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> str:
+        """One line: what masksub_type does to this model."""
+        if masksub_type == "drop":
+            return f"DropSub: {len(dropout_sites(model))} dropout sites raised to p={ratio} in the sub-branch"
+        if masksub_type == "path":
+            slots = drop_path_slots(model)
+            if slots:
+                return f"PathSub: the model's own {len(slots)} drop-path slots set to p={ratio}"
+            return f"PathSub: {len(self.blocks(model))} residual blocks skipped per sample with p={ratio}"
+        return f"MaskSub: {self.mask_kind(model)} at ratio {ratio}"
+
+    def sub_cost(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> float:
+        """Expected cost of the sub-branch relative to the main branch (forward + backward)."""
+        return 1.0 - ratio if masksub_type == "mask" and self.mask_kind(model) == "tokens dropped" else 1.0
 
     def check(self, model: nn.Module, masksub_type: str) -> None:
-        """Fail at construction, not mid-training, when this model has nothing to perturb."""
-        if masksub_type == "drop" and not dropout_sites(model):
-            raise ValueError(f"--masksub_type drop: this {type(model).__name__} has no dropout module to raise.")
-        if masksub_type == "path" and not self.blocks(model):
-            raise ValueError(f"--masksub_type path: found no residual blocks in this {type(model).__name__}.")
+        """Fail at construction, not mid-training, when this model cannot take masksub_type."""
+        reason = self.refusal(model, masksub_type)
+        if reason is None:
+            return
+        works = [t for t in TYPES if t != masksub_type and self.refusal(model, t) is None]
+        instead = f"--masksub_type {' or '.join(works)} works for this model" if works else \
+            "no masksub_type works for this model as it is"
+        raise ValueError(
+            f"--masksub_type {masksub_type} cannot perturb this {type(model).__name__} ({self.name}): {reason}. "
+            f"{instead}; or teach masksub_hf this model with register_family(MyFamily()) (see masksub_hf/models/base.py)."
+        )
+
+
+def _token_targets(inputs: Dict) -> torch.Tensor:
+    """Positions whose per-token prediction is learned: labelled ones (not -100), else real tokens."""
+    labels = inputs.get("labels")
+    if labels is not None and labels.shape == inputs["input_ids"].shape:
+        return labels.ne(-100)
+    attention = inputs.get("attention_mask")
+    return attention.bool() if attention is not None else torch.ones_like(inputs["input_ids"], dtype=torch.bool)
+
+
+class GenericFamily(Family):
+    """Any model: `drop` raises its dropouts, `path` uses its drop-path slots or its residual stack.
+    `mask` needs to know where the model's tokens enter, so it is refused here."""
+
+    name = "any model (drop and path only)"
+
+    def matches(self, model):
+        return True
+
+    def refusal(self, model, masksub_type):
+        if masksub_type == "mask":
+            families = ", ".join(f.name for f in FAMILIES if not isinstance(f, GenericFamily))
+            return f"masking needs to know where its tokens enter, and no family knows this model (families: {families})"
+        return super().refusal(model, masksub_type)
 
 
 FAMILIES: List[Family] = []
@@ -54,18 +178,18 @@ def register_family(family: Family, first: bool = True) -> Family:
 
 
 def find_family(model: nn.Module) -> Family:
+    """The first family that knows the model (through PEFT wrappers); GenericFamily otherwise."""
+    model = base_model_of(model)
     for family in FAMILIES:
         if family.matches(model):
             return family
-    names = ", ".join(f.name for f in FAMILIES)
-    raise ValueError(
-        f"MaskSubTrainer cannot perturb a {type(model).__name__}: supported families are {names}. "
-        "Teach it yours with masksub_hf.register_family(MyFamily()) (subclass masksub_hf.Family; "
-        "see masksub_hf/models/base.py), or train it with --masksub_type none."
-    )
+    return GENERIC
+
+
+GENERIC = GenericFamily()
 
 
 def longest_module_list(root: nn.Module) -> List[nn.Module]:
-    """The model's stack of layers: the longest ModuleList under root (encoder.layer, transformer.layer...)."""
+    """The model's stack of layers: the longest ModuleList under root (encoder.layer, transformer.h, layers...)."""
     lists = [m for m in root.modules() if isinstance(m, nn.ModuleList)]
     return list(max(lists, key=len)) if lists else []

@@ -11,6 +11,9 @@ class PixelFamily(Family):
     def matches(self, model):
         return getattr(model, "main_input_name", None) == "pixel_values"
 
+    def mask_kind(self, model):
+        return "pixel blocks zeroed (a 7x7 grid, 32 px at 224 px)"
+
     @contextmanager
     def mask(self, model, inputs, ratio):
         yield {**inputs, "pixel_values": block_mask(inputs["pixel_values"], ratio)}

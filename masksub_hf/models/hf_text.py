@@ -4,7 +4,7 @@ from contextlib import contextmanager
 import torch
 
 from ..perturb import gather_tokens, keep_indices
-from .base import Family, longest_module_list
+from .base import Family, SubBatch
 
 
 def _embeddings(model):
@@ -18,8 +18,8 @@ class TextEncoderFamily(Family):
         emb = _embeddings(model)
         return emb is not None and hasattr(emb, "word_embeddings") and hasattr(emb, "position_embeddings")
 
-    def blocks(self, model):
-        return longest_module_list(model.base_model)
+    def mask_kind(self, model):
+        return "tokens dropped"
 
     @staticmethod
     def original_positions(model, inputs):
@@ -52,6 +52,6 @@ class TextEncoderFamily(Family):
         # every family computes its own positions from the (now shorter) input: replace them where they are used
         handle = _embeddings(model).position_embeddings.register_forward_pre_hook(lambda m, args: (positions,))
         try:
-            yield sub
+            yield SubBatch(sub, index, kept)
         finally:
             handle.remove()

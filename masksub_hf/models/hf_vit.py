@@ -4,7 +4,7 @@ from contextlib import contextmanager
 import torch
 
 from ..perturb import gather_tokens, keep_indices
-from .base import Family, longest_module_list
+from .base import Family
 
 
 def _embeddings(model):
@@ -18,8 +18,8 @@ class ViTFamily(Family):
         emb = _embeddings(model)
         return emb is not None and hasattr(emb, "cls_token") and hasattr(emb, "patch_embeddings")
 
-    def blocks(self, model):
-        return longest_module_list(model.base_model)
+    def mask_kind(self, model):
+        return "tokens dropped"
 
     @contextmanager
     def mask(self, model, inputs, ratio):

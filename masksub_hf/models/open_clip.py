@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback
 
-from ..perturb import block_drop_path, block_mask, gather_tokens, keep_indices, timm_drop_path
-from ..perturb.droppath import timm_drop_path_slots
+from ..perturb import block_drop_path, block_mask, drop_path_slots, gather_tokens, keep_indices, own_drop_path
 from .base import Family, longest_module_list, register_family
 
 MODES = ("contrastive", "classify")
@@ -224,20 +223,23 @@ class OpenCLIPFamily(Family):
         trunk = getattr(model.clip.visual, "trunk", None)
         with ExitStack() as stack:
             if trunk is not None:
-                stack.enter_context(timm_drop_path(trunk, ratio))
+                stack.enter_context(own_drop_path(trunk, ratio))
             stack.enter_context(block_drop_path(self.blocks(model), ratio))
             yield inputs
 
-    def check(self, model, masksub_type):
+    def mask_kind(self, model):
+        return "tokens dropped" if self.token_tower(model) is not None else "pixel blocks zeroed (a 7x7 grid)"
+
+    def refusal(self, model, masksub_type):
         if model.mask_text and masksub_type == "mask" and not _is_hf_text(model.clip):
-            raise ValueError("--mask_text needs a Hugging Face text tower (hf_model_name in the model config); "
-                             "open_clip's own text transformer pools at the EOT token and is not masked here.")
+            return ("--mask_text needs a Hugging Face text tower (hf_model_name in the model config); "
+                    "open_clip's own text transformer pools at the EOT token and is not masked here")
         if masksub_type == "path":
             trunk = getattr(model.clip.visual, "trunk", None)
-            if not ((trunk is not None and timm_drop_path_slots(trunk)) or self.blocks(model)):
-                raise ValueError("--masksub_type path: found no residual blocks in this CLIP.")
-        elif masksub_type == "drop":
-            super().check(model, masksub_type)
+            if not ((trunk is not None and drop_path_slots(trunk)) or self.blocks(model)):
+                return "found no residual blocks in this CLIP"
+            return None
+        return super().refusal(model, masksub_type)
 
 
 register_family(OpenCLIPFamily(), first=True)

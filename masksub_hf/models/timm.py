@@ -1,8 +1,7 @@
 """timm models through transformers' TimmWrapperForImageClassification."""
 from contextlib import contextmanager
 
-from ..perturb import block_mask, timm_drop_path
-from ..perturb.droppath import timm_drop_path_slots
+from ..perturb import block_mask
 from .base import Family
 
 
@@ -11,6 +10,9 @@ class TimmFamily(Family):
 
     def matches(self, model):
         return hasattr(model, "timm_model")
+
+    def mask_kind(self, model):
+        return "tokens dropped" if hasattr(model.timm_model, "patch_drop") else "pixel blocks zeroed (a 7x7 grid)"
 
     @contextmanager
     def mask(self, model, inputs, ratio):
@@ -26,14 +28,3 @@ class TimmFamily(Family):
                 net.patch_drop = saved
         else:
             yield {**inputs, "pixel_values": block_mask(inputs["pixel_values"], ratio)}
-
-    @contextmanager
-    def path(self, model, inputs, ratio):
-        with timm_drop_path(model.timm_model, ratio):
-            yield inputs
-
-    def check(self, model, masksub_type):
-        if masksub_type == "path" and not timm_drop_path_slots(model.timm_model):
-            raise ValueError(f"--masksub_type path: {type(model.timm_model).__name__} has no drop-path slot.")
-        elif masksub_type != "path":
-            super().check(model, masksub_type)
