@@ -1,8 +1,10 @@
 """Step time and peak memory of MaskSubTrainer against transformers.Trainer, side by side.
 
-Each configuration runs in a fresh subprocess (so peak memory is its own), on the same
-synthetic batch of a randomly initialised BERT-shaped and ViT-shaped model, and the parent
-prints every figure as a ratio to the plain Trainer step of the same model.
+Every configuration of one model shape lives in its own worker process (so its peak memory is its
+own), all built and warmed up at once on the same synthetic batch. The parent then runs them in
+interleaved rounds: in each round every worker times a few optimizer steps in turn, in a rotated
+order. A change of load on a shared machine then hits every configuration alike, and each ratio
+is the median over rounds of (configuration / plain Trainer in the same round).
 
     python bench/overhead.py                 # CPU-sized models (default)
     python bench/overhead.py --preset gpu    # BERT-base L=128 and ViT-B/16 224px, batch 256, bf16
@@ -15,19 +17,35 @@ state. (The resident set would hide it: the allocator reuses the warm-up steps' 
 import argparse
 import json
 import os
-import threading
+import statistics
 import subprocess
 import sys
+import threading
 import time
 
 PRESETS = {
     "cpu": {"bert": dict(hidden=256, layers=4, heads=4, seq=128, batch=32),
-            "vit": dict(hidden=192, layers=6, heads=3, image=112, patch=16, batch=32)},
+            "llama": dict(hidden=256, layers=4, heads=4, seq=128, batch=32),
+            "vit": dict(hidden=192, layers=6, heads=3, image=112, patch=16, batch=32),
+            "beit": dict(hidden=192, layers=6, heads=3, image=112, patch=16, batch=32),
+            "clip": dict(hidden=192, layers=6, heads=3, image=112, patch=16, batch=32, seq=32)},
     "gpu": {"bert": dict(hidden=768, layers=12, heads=12, seq=128, batch=256),
-            "vit": dict(hidden=768, layers=12, heads=12, image=224, patch=16, batch=256)},
+            "llama": dict(hidden=768, layers=12, heads=12, seq=128, batch=256),
+            "vit": dict(hidden=768, layers=12, heads=12, image=224, patch=16, batch=256),
+            "beit": dict(hidden=768, layers=12, heads=12, image=224, patch=16, batch=256),
+            "clip": dict(hidden=768, layers=12, heads=12, image=224, patch=16, batch=256, seq=77)},
 }
-RUNS = [("Trainer", "none"), ("MaskSub mask 0.5", "mask"), ("MaskSub mask 0.5, one combined backward", "combined"),
-        ("DropSub drop 0.5", "drop"), ("PathSub path 0.5", "path")]
+SHAPES = {  # what each row stands for
+    "bert": "BERT-shaped text encoder, absolute positions",
+    "llama": "Llama-shaped decoder classifier, rotary positions",
+    "vit": "ViT-shaped image classifier",
+    "beit": "BEiT-shaped image classifier, relative position bias (mask token)",
+    "clip": "CLIP-shaped image-text model, ViT image tower",
+}
+RUNS = {"none": "Trainer", "mask": "MaskSub mask 0.5", "combined": "MaskSub mask 0.5, one combined backward",
+        "drop": "DropSub drop 0.5", "path": "PathSub path 0.5"}
+ALL_RUNS = {"bert": list(RUNS), "vit": list(RUNS), "llama": ["none", "mask"], "beit": ["none", "mask"],
+            "clip": ["none", "mask"]}
 
 
 class InMemory:
@@ -45,24 +63,37 @@ class InMemory:
 
 def build(shape, preset):
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification
+    import transformers as tf
 
     p = PRESETS[preset][shape]
     torch.manual_seed(0)
     n = p["batch"] * 4
-    if shape == "bert":
-        model = BertForSequenceClassification(BertConfig(
-            hidden_size=p["hidden"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-            intermediate_size=4 * p["hidden"], num_labels=2))
+    hidden = dict(hidden_size=p["hidden"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
+                  intermediate_size=4 * p["hidden"])
+    if shape in ("bert", "llama"):
+        if shape == "bert":
+            model = tf.BertForSequenceClassification(tf.BertConfig(**hidden, num_labels=2))
+        else:
+            model = tf.LlamaForSequenceClassification(tf.LlamaConfig(**hidden, num_key_value_heads=p["heads"],
+                                                                      vocab_size=32000, pad_token_id=0, num_labels=2))
         data = {"input_ids": torch.randint(1000, 30000, (n, p["seq"])), "labels": torch.randint(0, 2, (n,))}
         data["attention_mask"] = torch.ones_like(data["input_ids"])
+        return model, InMemory(**data), p["batch"]
+    vision = dict(**hidden, image_size=p["image"], patch_size=p["patch"])
+    pixels = torch.randn(p["batch"], 3, p["image"], p["image"]).repeat(4, 1, 1, 1)
+    if shape == "clip":
+        text = dict(hidden_size=p["hidden"], num_hidden_layers=p["layers"] // 2, num_attention_heads=p["heads"],
+                    intermediate_size=4 * p["hidden"], max_position_embeddings=p["seq"])
+        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision))
+        ids = torch.randint(1, 40000, (n, p["seq"]))
+        data = {"pixel_values": pixels, "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "return_loss": torch.ones(n, dtype=torch.bool)}
+        return model, InMemory(**data), p["batch"]
+    if shape == "vit":
+        model = tf.ViTForImageClassification(tf.ViTConfig(**vision, num_labels=10))
     else:
-        model = ViTForImageClassification(ViTConfig(
-            hidden_size=p["hidden"], num_hidden_layers=p["layers"], num_attention_heads=p["heads"],
-            intermediate_size=4 * p["hidden"], image_size=p["image"], patch_size=p["patch"], num_labels=10))
-        data = {"pixel_values": torch.randn(p["batch"], 3, p["image"], p["image"]).repeat(4, 1, 1, 1),
-                "labels": torch.randint(0, 10, (n,))}
-    return model, InMemory(**data), p["batch"]
+        model = tf.BeitForImageClassification(tf.BeitConfig(**vision, num_labels=10, use_relative_position_bias=True))
+    return model, InMemory(pixel_values=pixels, labels=torch.randint(0, 10, (n,))), p["batch"]
 
 
 def heap_in_use() -> int:
@@ -80,8 +111,9 @@ def heap_in_use() -> int:
     return info.uordblks + info.hblkhd
 
 
-def child(shape, run, preset, warmup, steps):
-    """One configuration: time `steps` optimizer steps after `warmup`, report JSON on stdout."""
+def child(shape, run, preset, warmup, steps, rounds):
+    """One configuration as a worker: warm up, then per line 'go' on stdin time `steps` optimizer steps
+    and answer one JSON line on stdout."""
     import torch
     from transformers import Trainer, TrainerCallback
 
@@ -90,16 +122,11 @@ def child(shape, run, preset, warmup, steps):
     class CombinedBackward(MaskSubTrainer):
         """The naive alternative: one backward through both branches' graphs at once."""
 
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            model.train()
-            inputs = self._prepare_inputs(inputs)
-            with self.compute_loss_context_manager():
-                loss = self.compute_loss(model, inputs)
-            self.accelerator.backward(loss / self.current_gradient_accumulation_steps)
-            return loss.detach() / self.current_gradient_accumulation_steps
+        def one_combined_backward(self):
+            return True
 
-    class Clock(TrainerCallback):
-        """Times the steps after warm-up and tracks the memory they add."""
+    class Rounds(TrainerCallback):
+        """Waits for the parent's 'go' at each round's first step, times the round, reports it."""
 
         def __init__(self):
             self.peak, self.sampling = 0, False
@@ -111,7 +138,12 @@ def child(shape, run, preset, warmup, steps):
                 time.sleep(0.001)
 
         def on_step_begin(self, args, state, control, **kw):
-            if state.global_step == warmup:
+            done = state.global_step - warmup
+            if done >= 0 and done % steps == 0:
+                if done == 0:
+                    print("READY", flush=True)
+                sys.stdin.readline()
+                self.peak = 0
                 if gpu:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
@@ -122,55 +154,100 @@ def child(shape, run, preset, warmup, steps):
                 self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if state.global_step == warmup + steps:
+            done = state.global_step - warmup
+            if done > 0 and done % steps == 0:
                 if gpu:
                     torch.cuda.synchronize()
                     self.peak = torch.cuda.max_memory_allocated()
-                self.elapsed = time.perf_counter() - self.t0
+                elapsed = time.perf_counter() - self.t0
                 self.sampling = False
+                if not gpu:
+                    self.sampler.join()
+                print("RESULT " + json.dumps({"step_s": elapsed / steps, "peak_bytes": self.peak}), flush=True)
 
     gpu = torch.cuda.is_available()
     model, data, batch = build(shape, preset)
     args = MaskSubConfig(
         output_dir="/tmp/masksub-overhead", masksub_type="mask" if run == "combined" else run,
-        per_device_train_batch_size=batch, max_steps=warmup + steps, optim="sgd", learning_rate=1e-4,
+        per_device_train_batch_size=batch, max_steps=warmup + steps * rounds, optim="sgd", learning_rate=1e-4,
         logging_steps=10_000, save_strategy="no", report_to=[], disable_tqdm=True, bf16=gpu, use_cpu=not gpu,
-        dataloader_num_workers=2 if gpu else 0)
+        dataloader_num_workers=2 if gpu else 0, remove_unused_columns=False)
     cls = {"none": Trainer, "combined": CombinedBackward}.get(run, MaskSubTrainer)
-    clock = Clock()
-    trainer = cls(model=model, args=args, train_dataset=data, callbacks=[clock])
+    trainer = cls(model=model, args=args, train_dataset=data, callbacks=[Rounds()])
     trainer.train()
-    print(json.dumps({"step_s": clock.elapsed / steps, "peak_bytes": clock.peak}))
+
+
+def _read(worker, prefix):
+    """The next line of a worker's stdout that starts with prefix (None if it died)."""
+    for line in worker.stdout:
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    return None
+
+
+def measure(shape, runs, a):
+    """Start a worker per configuration, then interleave `rounds` rounds; per-round results by run."""
+    workers = {}
+    for run in runs:
+        cmd = [sys.executable, __file__, "--preset", a.preset, "--warmup", str(a.warmup), "--steps", str(a.steps),
+               "--rounds", str(a.rounds), "--child", shape, run]
+        workers[run] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True)
+    results, failed = {run: [] for run in runs}, {}
+    for run, worker in workers.items():  # warm-up happens one worker at a time too
+        if _read(worker, "READY") is None:
+            failed[run] = (worker.stderr.read().strip().splitlines() or ["no output"])[-1]
+    live = [r for r in runs if r not in failed]
+    for i in range(a.rounds):
+        for run in live[i % len(live):] + live[:i % len(live)]:  # rotate who goes first
+            if run in failed:
+                continue
+            workers[run].stdin.write("go\n")
+            workers[run].stdin.flush()
+            line = _read(workers[run], "RESULT ")
+            if line is None:
+                failed[run] = (workers[run].stderr.read().strip().splitlines() or ["no output"])[-1]
+            else:
+                results[run].append(json.loads(line))
+    for worker in workers.values():
+        worker.stdin.close()
+        worker.wait()
+    return results, failed
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=list(PRESETS), default="cpu")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps first")
-    parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps")
-    parser.add_argument("--shapes", default="bert,vit", help="comma-separated: bert, vit")
+    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; figures are medians over them")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated: " + ", ".join(SHAPES))
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
-        return child(a.child[0], a.child[1], a.preset, a.warmup, a.steps)
+        return child(a.child[0], a.child[1], a.preset, a.warmup, a.steps, a.rounds)
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"device: {device}; preset {a.preset}: {PRESETS[a.preset]}")
-    print(f"{'model':6} {'configuration':42} {'step s':>8} {'time':>7} {'peak MiB':>9} {'memory':>7}")
+    print(f"device: {device}; preset {a.preset}; {a.rounds} interleaved rounds of {a.steps} steps; "
+          "time and memory are medians of per-round ratios to Trainer (min-max in brackets)")
+    print(f"{'model':6} {'configuration':42} {'step s':>8} {'time':>7} {'(range)':>13} {'peak MiB':>9} {'memory':>7}")
     for shape in a.shapes.split(","):
-        base = None
-        for label, run in RUNS:
-            cmd = [sys.executable, __file__, "--preset", a.preset, "--warmup", str(a.warmup), "--steps", str(a.steps),
-                   "--child", shape, run]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{shape:6} {label:42} failed: {out.stderr.strip().splitlines()[-1:]}")
+        results, failed = measure(shape, ALL_RUNS[shape], a)
+        base = results["none"]
+        for run in ALL_RUNS[shape]:
+            if run in failed or not results[run] or not base:
+                print(f"{shape:6} {RUNS[run]:42} failed: {failed.get(run, failed.get('none'))}")
                 continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            base = base or r
-            print(f"{shape:6} {label:42} {r['step_s']:8.3f} {r['step_s'] / base['step_s']:6.2f}x "
-                  f"{r['peak_bytes'] / 2**20:9.0f} {r['peak_bytes'] / max(base['peak_bytes'], 1):6.2f}x", flush=True)
+            rounds = list(zip(results[run], base))
+            time_ratio = [r["step_s"] / b["step_s"] for r, b in rounds]
+            mem_ratio = [r["peak_bytes"] / max(b["peak_bytes"], 1) for r, b in rounds]
+            step = statistics.median(r["step_s"] for r in results[run])
+            peak = statistics.median(r["peak_bytes"] for r in results[run])
+            spread = f"({min(time_ratio):.2f}-{max(time_ratio):.2f})"
+            print(f"{shape:6} {RUNS[run]:42} {step:8.3f} {statistics.median(time_ratio):6.2f}x {spread:>13} "
+                  f"{peak / 2**20:9.0f} {statistics.median(mem_ratio):6.2f}x", flush=True)
+        print(f"{'':6} ({SHAPES[shape]})")
 
 
 if __name__ == "__main__":

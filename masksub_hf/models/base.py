@@ -45,6 +45,10 @@ def base_model_of(model: nn.Module) -> nn.Module:
 
 class Family:
     name = "family"
+    # the README's supported-models table is generated from these (python -m masksub_hf.inspect --readme-table)
+    mask_doc = "refused"
+    drop_doc = "every dropout at p"
+    path_doc = "the model's own drop-path slots at p, else its residual blocks"
 
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -156,7 +160,8 @@ class GenericFamily(Family):
     """Any model: `drop` raises its dropouts, `path` uses its drop-path slots or its residual stack.
     `mask` needs to know where the model's tokens enter, so it is refused here."""
 
-    name = "any model (drop and path only)"
+    name = "any other model (drop and path only)"
+    mask_doc = "refused at construction: no family knows where its tokens enter (`register_family`)"
 
     def matches(self, model):
         return True

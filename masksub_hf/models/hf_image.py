@@ -7,6 +7,7 @@ from .base import Family
 
 class PixelFamily(Family):
     name = "other HF image classifiers (32x32 pixel-block masking)"
+    mask_doc = "zeroes the ratio of a 7x7 grid of pixel blocks (32 px at 224 px)"
 
     def matches(self, model):
         return getattr(model, "main_input_name", None) == "pixel_values"

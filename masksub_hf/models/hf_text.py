@@ -13,6 +13,7 @@ def _embeddings(model):
 
 class TextEncoderFamily(Family):
     name = "HF text encoders (BERT, RoBERTa, DistilBERT, ELECTRA, ALBERT)"
+    mask_doc = "drops real tokens, [CLS] kept, original positions"
 
     def matches(self, model):
         emb = _embeddings(model)

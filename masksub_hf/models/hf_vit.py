@@ -13,6 +13,7 @@ def _embeddings(model):
 
 class ViTFamily(Family):
     name = "HF ViT image classifiers (ViT, DeiT)"
+    mask_doc = "drops patch tokens after the position embedding, CLS (and DeiT's distillation token) kept"
 
     def matches(self, model):
         emb = _embeddings(model)

@@ -160,6 +160,7 @@ def _is_hf_text(clip):
 
 class OpenCLIPFamily(Family):
     name = "open_clip models via OpenCLIPForMaskSub (ViT towers drop patches, CNN towers mask blocks)"
+    mask_doc = "ViT towers drop patch tokens (CLS kept), CNN towers zero pixel blocks; `--mask_text` drops caption tokens"
 
     def matches(self, model):
         return isinstance(model, OpenCLIPForMaskSub)

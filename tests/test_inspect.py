@@ -1,0 +1,44 @@
+"""python -m masksub_hf.inspect: the plan for a model directory, and the README table from the registry."""
+import re
+from pathlib import Path
+
+import pytest
+from transformers import ResNetConfig, ResNetForImageClassification
+
+from masksub_hf import MaskSubTrainer
+from masksub_hf.inspect import main, plan, readme_table
+from tests.helpers import args, tiny_bert
+
+
+def test_inspect_prints_the_plan_of_a_local_model_directory(tmp_path, capsys):
+    tiny_bert().save_pretrained(tmp_path / "bert")
+    assert main([str(tmp_path / "bert")]) == 0
+    out = capsys.readouterr().out
+    assert "model: BertForSequenceClassification" in out and "family: HF text encoders" in out
+    assert re.search(r"mask .*tokens dropped at ratio 0.5; sub-branch about 0.50x .* a step about 1.50x", out)
+    assert re.search(r"drop .*\d+ dropout sites raised to p=0.5", out)
+    assert re.search(r"path .*2 residual blocks skipped", out)
+
+
+def test_inspect_says_why_a_type_is_refused_as_the_trainer_does(tmp_path, capsys):
+    model = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16],
+                                                      depths=[1, 1], num_labels=3))
+    model.save_pretrained(tmp_path / "resnet")
+    assert main([str(tmp_path / "resnet"), "--masksub_type", "drop"]) == 0
+    out = capsys.readouterr().out
+    assert "drop  refused: it has no dropout module" in out and "  mask " not in out and "  path " not in out
+    with pytest.raises(ValueError, match="no dropout module"):
+        MaskSubTrainer(model=model, args=args(tmp_path / "run", masksub_type="drop"))
+    assert "refused" not in plan(tiny_bert(), ["drop"])
+
+
+def test_inspect_of_a_missing_directory_is_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing-here" in err
+
+
+def test_the_readme_table_is_the_registry():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("<!-- supported-models:start -->")[1].split("<!-- supported-models:end -->")[0].strip()
+    assert table == readme_table(), "regenerate it: python -m masksub_hf.inspect --readme-table"
