@@ -10,9 +10,11 @@ import time
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
+from .checkpoints import ResumeFromCompleteCheckpoint
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import find_family
+from .nonfinite import NonFiniteGuard
 from .perturb import frozen_norm_stats
 
 
@@ -25,7 +27,7 @@ def _logits(outputs):
     )
 
 
-class MaskSubTrainer(Trainer):
+class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5).
 
     A `compute_loss_func` is honoured for the main branch; in MaskSub steps it is called with
@@ -145,6 +147,8 @@ class MaskSubTrainer(Trainer):
 
     # ---- logging -------------------------------------------------------------------------------
     def _record(self, main_loss, sub_loss):
+        if not self.check_branch_losses(main_loss, sub_loss):  # nonfinite.py: stop, or keep a skipped step out
+            return
         for key, value in (("loss_main", main_loss), ("loss_sub", sub_loss)):
             total, count = self._branch_sums.get(key, (0.0, 0))
             self._branch_sums[key] = (total + value.detach().float(), count + 1)
