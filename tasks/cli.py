@@ -92,7 +92,8 @@ def run_cli(main, prog: str, argv: Optional[List[str]] = None):
     except USER_ERRORS as err:
         if debug:
             raise
-        print(f"{prog}: error: {one_line(err)} (--debug shows the traceback)", file=sys.stderr)
+        hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
+        print(f"{prog}: error: {one_line(err)}{hint}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
         warnings.formatwarning = show
