@@ -258,6 +258,8 @@ def main(argv=None):
         raise ValueError(f"--train_val_split must be between 0 and 1; got {data_args.train_val_split}.")
     if not 0 <= data_args.max_bad_images < 1:
         raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
+    if run_args.compare and training_args.masksub_type == "none":
+        raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()

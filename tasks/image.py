@@ -106,6 +106,11 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
             files[split] = os.path.join(folder, "**")
         raw = load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
     first = raw[next(iter(raw))]
+    if label_column not in first.column_names and train_dir is not None:
+        classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+        if len(classes) == 1:  # imagefolder drops the label column of a single class folder
+            raise ValueError(f"{train_dir} has 1 class ({classes[0]}); a classifier needs at least two (one "
+                             "subfolder per class).")
     for role, column in (("image", image_column), ("label", label_column)):
         if column not in first.column_names:
             hint = (" For image folders, put the images in one subfolder per class." if role == "label" else "")
