@@ -190,6 +190,10 @@ def csv_pairs(path: str, img_key: str, caption_key: str, separator: str = "\t", 
     keep = _with_captions(captions, keep, path)
     labels = classnames = None
     if label_key:
+        blank = sum(not str(v).strip() for v in frame[label_key])
+        if blank:
+            raise ValueError(f"{path}: {blank} row(s) have an empty --csv_label_key {label_key!r} cell; fill them in, "
+                             "or leave out --csv_label_key.")
         classnames = sorted(set(map(str, frame[label_key])))
         labels = [classnames.index(str(v)) for v in frame[label_key]]
         labels = [labels[i] for i in keep]

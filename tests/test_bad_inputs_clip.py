@@ -112,3 +112,11 @@ def test_non_empty_output_dir_without_a_checkpoint(configs, digit_csv, tmp_path,
     (tmp_path / "o" / "results.txt").write_text("keep")
     refused(run_clip.cli, _argv(configs["tiny-vit"], digit_csv, tmp_path / "o"), capsys,
             "is not empty", "--overwrite_output_dir")
+
+
+def test_empty_class_cells(configs, digit_csv, tmp_path, capsys):  # noqa: F811
+    header, rows = rows_of(digit_csv, 20)
+    rows[2] = rows[2].rsplit("\t", 1)[0] + "\t"
+    path = tsv(tmp_path, header, rows)
+    refused(run_clip.cli, _argv(configs["tiny-vit"], path, tmp_path / "o"), capsys, str(path),
+            "1 row(s) have an empty --csv_label_key 'label' cell")
