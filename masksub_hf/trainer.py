@@ -14,8 +14,8 @@ from .checkpoints import ResumeFromCompleteCheckpoint
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import find_family
-from .nonfinite import NonFiniteGuard
 from .perturb import frozen_norm_stats
+from .nonfinite import NonFiniteGuard  # noqa: I001  (kept apart: merges cleanly)
 
 
 def _logits(outputs):
