@@ -15,7 +15,7 @@ from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import find_family
 from .perturb import frozen_norm_stats
-from .nonfinite import NonFiniteGuard  # noqa: I001  (kept apart: merges cleanly)
+from .nonfinite import NonFiniteGuard
 
 
 def _logits(outputs):
