@@ -24,11 +24,12 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import transformers
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
 from masksub_hf.models.open_clip import MODES, ClampLogitScale, OpenCLIPForMaskSub
 from tasks import clip as data
+from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class DataArguments:
     val_data: Optional[str] = field(default=None, metadata={
         "help": "CSV/TSV of evaluation pairs; without it, --val_fraction of the training pairs is held out."})
     csv_separator: str = field(default="\t", metadata={"help": "Column separator of the CSV/TSV files."})
+    csv_encoding: Optional[str] = field(default=None, metadata={
+        "help": "Text encoding of the CSV/TSV files (e.g. latin-1). Default: UTF-8, or UTF-16/UTF-8 when the file "
+                "starts with a byte-order mark."})
     csv_img_key: str = field(default="filepath", metadata={"help": "CSV column holding image paths."})
     csv_caption_key: str = field(default="title", metadata={"help": "CSV column holding captions."})
     csv_label_key: Optional[str] = field(default=None, metadata={
@@ -116,7 +120,7 @@ def parse_args(argv: Optional[List[str]] = None):
         defaults += [f"--{key}", str(value)]
     if not given("--output_dir"):
         defaults += ["--output_dir", DEFAULT_OUTPUT_DIR]
-    parser = HfArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig))
+    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig))
     model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=defaults + argv)
     if run_args.compare_baseline is None:
         run_args.compare_baseline = embedded
@@ -145,10 +149,12 @@ def load_pairs(args: DataArguments, seed: int):
     if args.train_data and args.dataset_name:
         raise ValueError("Give either --train_data (CSV/TSV) or --dataset_name, not both.")
     if args.train_data:
-        read = lambda p: data.csv_pairs(p, args.csv_img_key, args.csv_caption_key, args.csv_separator,  # noqa: E731
-                                        args.csv_label_key, args.max_bad_images)
-        train = read(args.train_data)
-        train, val = (train, read(args.val_data)) if args.val_data else _split(train, args.val_fraction, seed)
+        read = lambda p, flag: data.csv_pairs(p, args.csv_img_key, args.csv_caption_key,  # noqa: E731
+                                              args.csv_separator, args.csv_label_key, args.max_bad_images,
+                                              args.csv_encoding, flag)
+        train = read(args.train_data, "--train_data")
+        train, val = ((train, read(args.val_data, "--val_data")) if args.val_data
+                      else _split(train, args.val_fraction, seed))
     elif args.dataset_name:
         read = lambda split: data.hf_pairs(args.dataset_name, split, args.image_column, args.caption_column,  # noqa: E731
                                            args.label_column, args.max_bad_images)
@@ -160,10 +166,38 @@ def load_pairs(args: DataArguments, seed: int):
     return _cap(train, args.train_num_samples, seed), _cap(val, args.val_num_samples, seed)
 
 
-def check_output_dir(path: str, overwrite: bool):
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(f"Output directory {path} exists and is not empty; use --overwrite_output_dir to train "
-                              "into it anyway, or choose another --output_dir.")
+def check_output_dir(path: str, overwrite: bool, resume_from_checkpoint: Optional[str] = None) -> Optional[str]:
+    """The checkpoint to resume from (tasks/cli.py: the last complete one, as rerunning a command should);
+    a non-empty directory without one is refused unless --overwrite_output_dir."""
+    try:
+        return resume_checkpoint(path, resume_from_checkpoint, overwrite)
+    except ValueError as err:
+        raise FileExistsError(str(err)) from None
+
+
+def check_pairs(pairs, model_args: ModelArguments, training_args) -> None:
+    """What makes contrastive numbers meaningless: one pair per batch has no negatives (the loss is 0), and
+    recall over one held-out pair is always 1.0."""
+    train, val = pairs
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
+    if model_args.mode == "contrastive":
+        if batch < 2:
+            raise ValueError("--per_device_train_batch_size 1 gives each image no other caption to be told apart "
+                             "from, so the contrastive loss is 0 at every step; use at least 2.")
+        if len(train) < 2:
+            raise ValueError(f"{train.source}: {len(train)} training pair(s); contrastive training needs at least two.")
+        if len(train) % batch == 1 and len(train) > batch:
+            warn(f"{len(train)} training pairs in batches of {batch} leave a last batch of one pair, whose "
+                 "contrastive loss is 0; pass --dataloader_drop_last true to drop it.")
+    if model_args.mode == "classify" and train.classnames is not None and len(set(train.labels or [])) < 2:
+        raise ValueError(f"{train.source}: the training pairs hold {len(set(train.labels or []))} class; "
+                         "--mode classify needs at least two.")
+    if len(val) < 2:
+        raise ValueError(f"the evaluation set has {len(val)} pair(s), and recall over one pair is always 1.0; give "
+                         "--val_data (or --eval_split), or more data or a larger --val_fraction.")
+    if len(val) <= 10:
+        warn(f"the evaluation set has only {len(val)} pairs: recall@{5 if len(val) <= 5 else 10} is 1.0 by "
+             "construction; give more evaluation pairs for meaningful figures.")
 
 
 def build(model_args: ModelArguments, train: data.Pairs):
@@ -178,7 +212,7 @@ def build(model_args: ModelArguments, train: data.Pairs):
     return model, tokenizer, preprocess, description
 
 
-def train_one(model_args, data_args, training_args, pairs) -> Dict:
+def train_one(model_args, data_args, training_args, pairs, resume: Optional[str] = None) -> Dict:
     set_seed(training_args.seed)
     train_pairs, val_pairs = pairs
     model, tokenizer, preprocess, description = build(model_args, train_pairs)
@@ -186,7 +220,7 @@ def train_one(model_args, data_args, training_args, pairs) -> Dict:
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)
     val_set = data.ClipDataset(val_pairs, preprocess, tokenizer, with_labels)
     trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, callbacks=[ClampLogitScale()])
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)
@@ -215,6 +249,13 @@ def comparison_table(results: Dict[str, Dict], description: str, source: str) ->
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     model_args, data_args, run_args, training_args = parse_args(argv)
+    check_training_args(training_args)
+    for flag in ("train_num_samples", "val_num_samples"):
+        check_positive(getattr(data_args, flag), flag)
+    if not 0 < data_args.val_fraction < 1:
+        raise ValueError(f"--val_fraction must be between 0 and 1; got {data_args.val_fraction}.")
+    if not 0 <= data_args.max_bad_images < 1:
+        raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
@@ -227,15 +268,23 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 for name, kind in (("baseline", "none"), (RUN_NAMES[training_args.masksub_type], training_args.masksub_type))]
     else:
         runs = [(None, training_args)]
-    for _, args in runs:
-        check_output_dir(args.output_dir, run_args.overwrite_output_dir)
+    resumes = [check_output_dir(args.output_dir, run_args.overwrite_output_dir, args.resume_from_checkpoint)
+               for _, args in runs]
     pairs = load_pairs(data_args, training_args.seed)
+    check_pairs(pairs, model_args, training_args)
     logger.info("data: %s (%d train / %d eval pairs)", pairs[0].source, len(pairs[0]), len(pairs[1]))
+    if data_args.train_data or data_args.dataset_name:
+        csv = bool(data_args.train_data)
+        label = data_args.csv_label_key if csv else data_args.label_column
+        classes = pairs[0].classnames
+        logger.info("columns: image %r, caption %r%s", data_args.csv_img_key if csv else data_args.image_column,
+                    data_args.csv_caption_key if csv else data_args.caption_column,
+                    f", label {label!r}: " + ", ".join(f"{c!r}->{i}" for i, c in enumerate(classes)) if label else "")
     results = {}
-    for name, args in runs:
+    for (name, args), resume in zip(runs, resumes):
         if name:
             logger.info("=== %s run (masksub_type=%s) -> %s", name, args.masksub_type, args.output_dir)
-        results[name] = train_one(model_args, data_args, args, pairs)
+        results[name] = train_one(model_args, data_args, args, pairs, resume)
     if not run_args.compare_baseline:
         return results[None]
     if training_args.process_index == 0:
@@ -260,7 +309,10 @@ def check_model(model_args: ModelArguments):
         raise FileNotFoundError(f"--model {name}: no such model config file.")
 
 
-if __name__ == "__main__":
-    from tasks.cli import run_cli
+def cli(argv: Optional[List[str]] = None):
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    return run_cli(main, "run_clip.py", argv)
 
-    run_cli(main, "run_clip.py")
+
+if __name__ == "__main__":
+    cli()

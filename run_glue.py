@@ -27,20 +27,23 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
+from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
+from tasks.files import SEPARATORS, read_text, table_layout
 from tasks.glue import (
     TASKS,
     GlueInputError,
     check_columns,
     check_labels,
+    check_unlabelled,
     compute_metrics_fn,
+    empty_texts,
     get_task,
+    infer_labels,
     infer_text_keys,
     label_to_id_map,
     movie_split_files,
@@ -107,6 +110,24 @@ class DataTrainingArguments:
     test_mismatched_file: Optional[str] = field(
         default=None, metadata={"help": "MNLI only: a csv or json(l) file with the mismatched test set."}
     )
+    text_column_names: Optional[str] = field(
+        default=None,
+        metadata={"help": "Without --task_name: the input text column, or two comma-separated columns for a pair "
+                          "(default: sentence1,sentence2 or the only text column; several are refused as ambiguous)."},
+    )
+    label_column_name: str = field(default="label", metadata={"help": "The column holding the labels."})
+    problem_type: Optional[str] = field(
+        default=None,
+        metadata={"help": "Without --task_name: 'single_label_classification' or 'regression'. Default: classes for "
+                          "integer or text labels, regression for fractional numbers; whole numbers written as floats "
+                          "(0.0, 1.0) are ambiguous and need this flag.",
+                  "choices": ["single_label_classification", "regression"]},
+    )
+    data_encoding: Optional[str] = field(
+        default=None,
+        metadata={"help": "Text encoding of the data files (e.g. latin-1). Default: UTF-8, or UTF-16/UTF-8 when the "
+                          "file starts with a byte-order mark."},
+    )
 
 
 @dataclass
@@ -157,11 +178,18 @@ class RunArguments:
 def parse_args(argv: Optional[List[str]] = None, **overrides):
     """(model, data, training, run) arguments: the user's argv (or one .json file) over our defaults,
     with the embedded defaults when no model, task or data file is named."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments))
+    parser = ArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments))
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        with open(argv[0]) as f:
-            given = json.load(f)
+        try:
+            with open(argv[0], encoding="utf-8") as f:
+                given = json.load(f)
+        except FileNotFoundError:
+            raise GlueInputError(f"{argv[0]}: no such arguments file.") from None
+        except ValueError as err:
+            raise GlueInputError(f"{argv[0]} is not a JSON object of arguments: {err}.") from None
+        if not isinstance(given, dict):
+            raise GlueInputError(f"{argv[0]} must hold one JSON object of arguments (flag names without --).")
     else:
         given = None
     try:
@@ -206,9 +234,12 @@ def load_raw_datasets(model_args, data_args, training_args) -> datasets.DatasetD
                 raise GlueInputError(f"--{split}_file {path}: no such file.")
         kinds = {os.path.splitext(p)[1].lower().lstrip(".") for p in files.values()}
         kinds = {"json" if k == "jsonl" else k for k in kinds}
+        kinds = {"csv" if k == "tsv" else k for k in kinds}
         if len(kinds) != 1 or not kinds <= {"csv", "json"}:
-            raise GlueInputError(f"data files must all be csv, or all json/jsonl; got {', '.join(files.values())}.")
-        raw = load_dataset(kinds.pop(), data_files=files, cache_dir=model_args.cache_dir)
+            raise GlueInputError(f"data files must all be csv/tsv, or all json/jsonl; got {', '.join(files.values())}.")
+        kind = kinds.pop()
+        raw = datasets.DatasetDict({split: load_file(kind, split, path, data_args, model_args.cache_dir)
+                                    for split, path in files.items()})
         sources = files
     else:
         try:
@@ -231,28 +262,108 @@ def load_raw_datasets(model_args, data_args, training_args) -> datasets.DatasetD
     return raw
 
 
-def columns_and_labels(raw, task_name):
-    """(text keys, is_regression, label_list, label_to_id), checked against every split."""
+FLAG = {"train": "--train_file", "validation": "--validation_file", "validation_mismatched": "--validation_mismatched_file",
+        "test": "--test_file", "test_mismatched": "--test_mismatched_file"}
+
+
+def load_file(kind: str, split: str, path: str, data_args, cache_dir) -> datasets.Dataset:
+    """One split from one file, read as it is: empty and header-only files, another encoding or (csv) another
+    separator are found here with the file named; the split's own columns are kept (a label column named
+    differently from the other files' is then reported by name, not as a datasets cast error)."""
+    flag = FLAG.get(split, "--train_file")
+    text, encoding = read_text(path, flag, data_args.data_encoding, "--data_encoding")
+    options = {"encoding": encoding}
+    if kind == "csv":
+        sep = table_layout(path, flag, text)
+        if sep != ",":
+            warn(f"{path}: columns separated by {SEPARATORS[sep]}s (detected from its header).")
+        options.update(sep=sep, keep_default_na=False)  # "NA", "null" are text; an empty cell stays empty
+    try:
+        loaded = load_dataset(kind, data_files={split: path}, cache_dir=cache_dir, **options)[split]
+    except Exception as err:  # noqa: BLE001  (pandas / pyarrow / json parsers raise many kinds)
+        cause = err.__cause__ or err
+        raise GlueInputError(f"{flag} {path} cannot be read as {kind}: {type(cause).__name__}: "
+                             f"{(str(cause).strip().splitlines() or [''])[0][:200]}") from None
+    if len(loaded) == 0:
+        raise GlueInputError(f"{flag} {path} has no rows.")
+    label = data_args.label_column_name
+    if label != "label" and label in loaded.column_names:
+        if "label" in loaded.column_names:
+            raise GlueInputError(f"{path} has both 'label' and --label_column_name {label!r}; rename one of them.")
+        loaded = loaded.rename_column(label, "label")
+    return loaded
+
+
+def columns_and_labels(raw, task_name, data_args=None):
+    """(text keys, is_regression, label_list, label_to_id), checked against every split, and logged in one line."""
+    text_columns = [c.strip() for c in data_args.text_column_names.split(",")] if (
+        data_args is not None and data_args.text_column_names) else None
+    problem_type = getattr(data_args, "problem_type", None)
     if task_name:
         task = get_task(task_name)
+        if text_columns or problem_type:
+            raise GlueInputError(f"--task_name {task_name} fixes the columns and labels; leave out --text_column_names "
+                                 "and --problem_type, or leave out --task_name.")
         keys, is_regression, label_list = task.keys, task.is_regression, task.labels
         label_to_id = label_to_id_map(label_list)
-    else:  # inferred from the data, as the HF script does
+    else:  # inferred from the data, more carefully than the HF script does
         first = next(s for s in ("train", "validation", "test") if s in raw)
+        source = f"{raw.sources[first]} ({first})"
         columns = raw[first].column_names
-        keys = infer_text_keys(columns)
         if "label" not in columns:
-            raise GlueInputError(f"{raw.sources[first]} ({first}) has no column 'label' (found {', '.join(columns)}).")
-        is_regression = raw[first].features["label"].dtype in ("float32", "float64")
-        label_list = None if is_regression else tuple(sorted(v for v in raw[first].unique("label") if v != -1))
+            raise GlueInputError(f"{source} has no label column 'label' (found {', '.join(columns)}); rename it in "
+                                 "the file, or pass --label_column_name.")
+        features = raw[first].features
+        texts = [c for c in columns if c != "label" and getattr(features[c], "dtype", None) in ("string", "large_string")]
+        keys = infer_text_keys(texts, text_columns, source)
+        values = list(raw[first]["label"])
+        check_unlabelled(first, raw.sources[first], values)
+        is_regression, label_list = infer_labels(values, source, problem_type)
         label_to_id = None if is_regression else {v: i for i, v in enumerate(label_list)}
     what = task_name or "the training data"
     num_labels = 1 if is_regression else len(label_list)
     for split, dataset in raw.items():
-        check_columns(split, raw.sources[split], dataset.column_names, keys, needs_label=not split.startswith("test"))
+        source = raw.sources[split]
+        check_columns(split, source, dataset.column_names, keys, needs_label=not split.startswith("test"))
         if "label" in dataset.column_names:
-            check_labels(split, raw.sources[split], dataset.unique("label"), label_to_id, num_labels, what)
+            values = dataset.unique("label")
+            if not split.startswith("test"):
+                check_unlabelled(split, source, values)
+            check_labels(split, source, values, label_to_id, num_labels, what)
+    if task_name and "train" in raw and not is_regression:
+        seen = {label_to_id[v] for v in raw["train"].unique("label")}
+        if len(seen) < 2:
+            raise GlueInputError(f"{raw.sources['train']} (train) has a single class ({label_list[seen.pop()]!r} in "
+                                 "every row); a classifier needs at least two classes in the training data.")
+    ignored = [c for c in raw[next(iter(raw))].column_names if c not in keys and c != "label"]
+    mapping = "regression (one output)" if is_regression else ", ".join(
+        f"{v!r}->{label_to_id[v]}" for v in label_list)
+    logger.info("columns: text %s%s, label 'label': %s%s", repr(keys[0]), f" + {keys[1]!r} (pairs)" if keys[1] else "",
+                mapping, f"; ignored: {', '.join(ignored)}" if ignored else "")
     return keys, is_regression, label_list, label_to_id
+
+
+def drop_empty_texts(raw, keys):
+    """Rows whose input text is missing or blank: dropped from train/validation with a warning (an all-empty
+    split is refused); kept as '' in test splits, so prediction rows keep their index."""
+    for split in list(raw):
+        dataset = raw[split]
+        bad = sorted({i for key in keys if key for i in empty_texts(dataset[key])})
+        if not bad:
+            continue
+        where = f"{raw.sources[split]} ({split})"
+        columns = " / ".join(repr(k) for k in keys if k)
+        rows = ", ".join(str(i + 2) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        if len(bad) == len(dataset):
+            raise GlueInputError(f"{where}: every row has an empty {columns}; there is no text to train on.")
+        if split.startswith("test"):
+            warn(f"{where}: {len(bad)} row(s) with an empty {columns} (file lines {rows}) are predicted from no text.")
+            raw[split] = dataset.map(lambda row: {k: row[k] or "" for k in keys if k})
+        else:
+            warn(f"{where}: dropped {len(bad)} of {len(dataset)} row(s) with an empty {columns} (file lines {rows}).")
+            keep = sorted(set(range(len(dataset))) - set(bad))
+            raw[split] = dataset.select(keep)
+    return raw
 
 
 def has_labels(dataset) -> bool:
@@ -260,6 +371,50 @@ def has_labels(dataset) -> bool:
 
 
 # ---- model ------------------------------------------------------------------------------------
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model", "merges.txt")
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer", "ibert",
+                "mpnet", "roberta-prelayernorm")
+
+
+def check_tokenizer_files(model_args) -> None:
+    """A local model directory without tokenizer files would get a placeholder tokenizer from transformers
+    (every word [UNK]): refused before anything is loaded."""
+    name = model_args.tokenizer_name or model_args.model_name_or_path
+    if name and os.path.isdir(name) and not any(os.path.isfile(os.path.join(name, f)) for f in TOKENIZER_FILES):
+        raise GlueInputError(f"{name} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the "
+                             "tokenizer there (tokenizer.save_pretrained) or pass --tokenizer_name.")
+
+
+def check_tokenizer(tokenizer, config, name: str) -> None:
+    """The tokenizer must fit the model's embedding table: larger ids crash at step 1, a tiny vocabulary
+    (transformers' placeholder) turns every word into [UNK]."""
+    vocab, embeddings = len(tokenizer), getattr(config, "vocab_size", None)
+    if embeddings and vocab > embeddings:
+        raise GlueInputError(f"the tokenizer of {name} has {vocab} tokens but the model embeds only {embeddings}; "
+                             "use the model's own tokenizer (--tokenizer_name).")
+    if embeddings and vocab < min(100, embeddings):
+        raise GlueInputError(f"the tokenizer of {name} has only {vocab} tokens for a model of {embeddings}: a "
+                             "placeholder, not the model's tokenizer; pass --tokenizer_name.")
+
+
+def max_length(data_args, tokenizer, config) -> int:
+    """--max_seq_length, clamped with a warning to what the model's position table and the tokenizer take."""
+    wanted = data_args.max_seq_length
+    if wanted < 1:
+        raise GlueInputError(f"--max_seq_length must be at least 1; got {wanted}.")
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else None
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        if config.model_type in ROBERTA_LIKE:  # positions start after the padding index
+            positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+        limit = positions if limit is None else min(limit, positions)
+    if limit is not None and wanted > limit:
+        warn(f"--max_seq_length {wanted} is more than the model takes ({limit} positions); using {limit}.")
+        return limit
+    return wanted
+
+
 def load_model(model_args, task_name, is_regression, label_list):
     """Config, tokenizer and model; a checkpoint whose head does not fit the task is a clear error."""
     path = model_args.model_name_or_path
@@ -300,7 +455,11 @@ def load_model(model_args, task_name, is_regression, label_list):
     config = AutoConfig.from_pretrained(
         model_args.config_name or path, num_labels=num_labels, finetuning_task=task_name, **extra, **common
     )
+    if getattr(config, "return_dict", True) is False:
+        raise GlueInputError(f"{model_args.config_name or path} sets return_dict=False; MaskSubTrainer needs the model's "
+                             "outputs as a ModelOutput: remove return_dict from its config.json.")
     tokenizer = AutoTokenizer.from_pretrained(model_args.tokenizer_name or path, use_fast=model_args.use_fast_tokenizer, **common)
+    check_tokenizer(tokenizer, config, model_args.tokenizer_name or path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common
     )
@@ -318,17 +477,12 @@ def setup_logging(training_args):
 
 
 def last_checkpoint(training_args, run_args) -> Optional[str]:
-    """HF convention: resume from output_dir's last checkpoint; refuse other non-empty directories."""
-    out = training_args.output_dir
-    if not (os.path.isdir(out) and training_args.do_train and not run_args.overwrite_output_dir):
-        return None
-    found = get_last_checkpoint(out)
-    if found is None and os.listdir(out):
-        raise GlueInputError(f"output directory {out} already exists and is not empty; "
-                             "use --overwrite_output_dir to train into it anyway.")
-    if found is not None and training_args.resume_from_checkpoint is None:
-        logger.info(f"Checkpoint detected, resuming training at {found}. Use --overwrite_output_dir to start afresh.")
-    return found
+    """HF convention: resume from output_dir's last complete checkpoint; refuse other non-empty directories."""
+    try:
+        return resume_checkpoint(training_args.output_dir, training_args.resume_from_checkpoint,
+                                 run_args.overwrite_output_dir, training_args.do_train)
+    except ValueError as err:
+        raise GlueInputError(str(err)) from None
 
 
 def truncate(dataset, n):
@@ -342,12 +496,14 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     if task_name:
         get_task(task_name)  # an unknown name is the first thing to report
     resume = last_checkpoint(training_args, run_args)
+    check_tokenizer_files(model_args)
     set_seed(training_args.seed)
     raw = load_raw_datasets(model_args, data_args, training_args)
-    keys, is_regression, label_list, label_to_id = columns_and_labels(raw, task_name)
+    keys, is_regression, label_list, label_to_id = columns_and_labels(raw, task_name, data_args)
+    raw = drop_empty_texts(raw, keys)
     tokenizer, model = load_model(model_args, task_name, is_regression, label_list)
 
-    max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
+    max_seq_length = max_length(data_args, tokenizer, model.config)
     padding = "max_length" if data_args.pad_to_max_length else False
 
     def preprocess(examples):
@@ -384,7 +540,7 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     )
     results = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or resume)
+        train_result = trainer.train(resume_from_checkpoint=resume)
         metrics = dict(train_result.metrics, train_samples=len(data["train"]))
         trainer.save_model()
         trainer.log_metrics("train", metrics)
@@ -473,17 +629,22 @@ def comparison_table(results: Dict[str, Dict[str, float]], task_name, ratio) -> 
 def main(argv: Optional[List[str]] = None):
     """Parse, then one run, or baseline + MaskSub side by side. Returns the metrics."""
     model_args, data_args, training_args, run_args = parse_args(argv)
+    try:
+        check_training_args(training_args)
+        for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
+            check_positive(getattr(data_args, flag), flag)
+    except ValueError as err:
+        raise GlueInputError(str(err)) from None
+    if data_args.task_name:
+        get_task(data_args.task_name)
     if run_args.compare_baseline:
         return compare(list(sys.argv[1:] if argv is None else argv), training_args)
     return run(model_args, data_args, training_args, run_args)
 
 
 def cli(argv: Optional[List[str]] = None):
-    """Bad input ends in one line on stderr, not a traceback."""
-    try:
-        main(argv)
-    except GlueInputError as err:
-        sys.exit(f"run_glue.py: error: {err}")
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    return run_cli(main, "run_glue.py", argv)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,13 @@ from transformers import (
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
-    HfArgumentParser,
     ViTImageProcessor,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from masksub_hf import MaskSubConfig
 from tasks import image as data
+from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +90,9 @@ class DataTrainingArguments:
     bce_loss: bool = field(
         default=False, metadata={"help": "Train the main branch with BCE on (mixed) targets, as timm's --bce-loss; the "
                                          "sub-branch then uses the sigmoid relaxed loss (softmax otherwise)."})
+    max_bad_images: float = field(
+        default=0.05, metadata={"help": "Unreadable image files (corrupt, truncated, empty) are skipped and counted; "
+                                        "refuse the data when more than this share of a split is bad."})
 
 
 @dataclass
@@ -108,9 +110,14 @@ class RunArguments:
 
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig))
+    parser = ArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        if not os.path.isfile(argv[0]):
+            raise FileNotFoundError(f"{argv[0]}: no such arguments file.")
+        try:
+            return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{argv[0]} is not a JSON object of arguments: {err}.") from None
     given = {a.split("=")[0] for a in argv if a.startswith("--")}
     if not given & {"--dataset_name", "--train_dir", "--validation_dir"}:
         own_model = given & {"--model_name_or_path", "--config_overrides", "--model_type"}
@@ -135,12 +142,7 @@ def build_model(model_args, labels):
             model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common)
     else:
         config = AutoConfig.for_model(model_args.model_type)
-        overrides = (model_args.config_overrides or "").strip()
-        if overrides.startswith("{"):
-            for key, value in json.loads(overrides).items():
-                setattr(config, key, value)
-        elif overrides:
-            config.update_from_string(overrides)
+        apply_overrides(config, model_args.config_overrides, model_args.model_type)
         config.num_labels, config.label2id, config.id2label = len(labels), label2id, id2label
         model = AutoModelForImageClassification.from_config(config)
         logger.info("Built %s from scratch (%.2fM parameters)", type(model).__name__, model.num_parameters() / 1e6)
@@ -150,17 +152,59 @@ def build_model(model_args, labels):
     return model, processor
 
 
+def apply_overrides(config, overrides, model_type):
+    """--config_overrides as 'k=v,k=v' (transformers checks the keys) or a JSON object, whose keys must be
+    the config's too: a typo would otherwise be set as a new attribute and ignored."""
+    overrides = (overrides or "").strip()
+    if overrides.startswith("{"):
+        try:
+            values = json.loads(overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config_overrides is not valid JSON ({err}).") from None
+        known = set(config.to_dict()) | {k for k in dir(config) if not k.startswith("_")}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            import difflib
+
+            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else "")
+                     for k in unknown]
+            raise ValueError(f"--config_overrides: {', '.join(hints)} is not a field of the {model_type} config.")
+        for key, value in values.items():
+            setattr(config, key, value)
+    elif overrides:
+        try:
+            config.update_from_string(overrides)
+        except ValueError as err:
+            raise ValueError(f"--config_overrides: {err}") from None
+
+
+def check_input_fits(model, size, channels, model_args):
+    """One forward pass in eval mode on a blank input of the size the transforms produce, before training:
+    an input the model cannot take (smaller than its patch size, another size than a ViT was built for) is
+    reported now with the flags that set it, not as a traceback from inside the model at step 1. It uses no
+    random numbers and changes no weight or statistic."""
+    patch = getattr(model.config, "patch_size", None)
+    patch = patch if isinstance(patch, int) else (patch[0] if isinstance(patch, (list, tuple)) and patch else None)
+    if patch and min(size) < patch:
+        raise ValueError(f"images of {size[0]}x{size[1]} pixels are smaller than the model's {patch}-pixel patches; "
+                         "raise --image_size (or image_size in --config_overrides).")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(pixel_values=torch.zeros(1, channels, *size))
+    except Exception as err:  # noqa: BLE001  (shape errors come as ValueError, RuntimeError, AssertionError)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"the model cannot take {channels}x{size[0]}x{size[1]} inputs ({first}); make --image_size "
+                         "and the image_size/num_channels of --config_overrides (or the model's config) agree.") from None
+    finally:
+        model.train(was_training)
+
+
 def resume_point(output_dir, training_args, overwrite):
-    """HF scripts' rule: resume from the last checkpoint, refuse a non-empty directory without one."""
-    if training_args.resume_from_checkpoint is not None or overwrite or not os.path.isdir(output_dir):
-        return training_args.resume_from_checkpoint
-    last = get_last_checkpoint(output_dir)
-    if last is None and os.listdir(output_dir):
-        raise ValueError(f"Output directory {output_dir} already exists and is not empty; "
-                         "pass --overwrite_output_dir to train into it anyway, or choose another --output_dir.")
-    if last is not None:
-        logger.info("Resuming from checkpoint %s (pass --overwrite_output_dir to start over)", last)
-    return last
+    """HF scripts' rule (tasks/cli.py): resume from the last complete checkpoint, refuse a non-empty
+    directory without one."""
+    return resume_checkpoint(output_dir, training_args.resume_from_checkpoint, overwrite)
 
 
 def train_one(model_args, data_args, training_args, splits, resume):
@@ -168,6 +212,7 @@ def train_one(model_args, data_args, training_args, splits, resume):
     set_seed(training_args.seed)
     model, processor = build_model(model_args, splits.labels)
     size, mean, std, channels = data.input_settings(model, processor, model_args.image_size)
+    check_input_fits(model, size, channels, model_args)
     if processor is None:  # saved with the model so that it can be used with a pipeline later
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=mean[:channels],
                                       image_std=std[:channels])
@@ -206,6 +251,15 @@ def train_one(model_args, data_args, training_args, splits, resume):
 
 def main(argv=None):
     model_args, data_args, run_args, training_args = parse_args(argv)
+    check_training_args(training_args)
+    for flag in ("max_train_samples", "max_eval_samples", "num_labels", "image_size"):
+        check_positive(getattr(data_args if hasattr(data_args, flag) else model_args, flag), flag)
+    if not 0 < data_args.train_val_split < 1:
+        raise ValueError(f"--train_val_split must be between 0 and 1; got {data_args.train_val_split}.")
+    if not 0 <= data_args.max_bad_images < 1:
+        raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
+    if run_args.compare and training_args.masksub_type == "none":
+        raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
@@ -224,8 +278,11 @@ def main(argv=None):
         splits = data.load_splits(
             data_args.dataset_name, data_args.dataset_config_name, data_args.train_dir, data_args.validation_dir,
             data_args.image_column_name, data_args.label_column_name, data_args.train_val_split,
-            data_args.max_train_samples, data_args.max_eval_samples, training_args.seed, model_args.cache_dir)
+            data_args.max_train_samples, data_args.max_eval_samples, training_args.seed, model_args.cache_dir,
+            data_args.max_bad_images)
     data.check_num_labels(data_args.num_labels, splits)
+    logger.info("columns: image %r, label %r; classes: %s", data_args.image_column_name, data_args.label_column_name,
+                ", ".join(f"{name!r}->{i}" for i, name in enumerate(splits.labels)))
     if data_args.mixup > 0 or data_args.cutmix > 0 or data_args.bce_loss:
         if training_args.masksub_loss == "auto":  # the relaxed loss follows the main loss
             training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
@@ -275,7 +332,10 @@ def comparison_table(results, caption):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    from tasks.cli import run_cli
+def cli(argv=None):
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    return run_cli(main, "run_image.py", argv)
 
-    run_cli(main, "run_image.py")
+
+if __name__ == "__main__":
+    cli()

@@ -3,6 +3,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .nonfinite import NONFINITE_MODES, validate_nonfinite
+
 MASKSUB_TYPES = ("mask", "drop", "path", "none")
 RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse", "clip")
 
@@ -58,6 +60,23 @@ class MaskSubConfig(TrainingArguments):
         },
     )
 
+    masksub_nonfinite: str = field(
+        default="stop",
+        metadata={
+            "help": "What to do when a loss (main or sub-branch) or the gradient norm is inf or NaN: 'stop' ends "
+            "training at once with an error naming the step and the branch, before that step changes the weights or "
+            "writes a checkpoint (the last checkpoint stays as it was); 'skip', for long runs, drops that optimizer "
+            "step (weights and optimizer state unchanged), counts it in the logs as nonfinite_skipped, and stops "
+            "after --masksub_nonfinite_max_skips skipped steps in a row.",
+            "choices": list(NONFINITE_MODES),
+        },
+    )
+    masksub_nonfinite_max_skips: int = field(
+        default=10,
+        metadata={"help": "With --masksub_nonfinite skip: stop after this many skipped optimizer steps in a row."},
+    )
+
     def __post_init__(self):
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
+        validate_nonfinite(self.masksub_nonfinite, self.masksub_nonfinite_max_skips)
         super().__post_init__()

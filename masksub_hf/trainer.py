@@ -13,11 +13,13 @@ from contextlib import nullcontext
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
+from .checkpoints import ResumeFromCompleteCheckpoint
 from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import base_model_of, find_family
 from .models.base import as_sub_batch
 from .perturb import frozen_norm_stats
+from .nonfinite import NonFiniteGuard
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def _ignores_num_items_in_batch(model) -> bool:
     return "num_items_in_batch" not in source and "loss_function" not in source
 
 
-class MaskSubTrainer(Trainer):
+class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5).
 
     The main branch is `self.compute_loss`, so overrides and `compute_loss_func` train as they
@@ -171,6 +173,8 @@ class MaskSubTrainer(Trainer):
 
     # ---- logging -------------------------------------------------------------------------------
     def _record(self, main_loss, sub_loss):
+        if not self.check_branch_losses(main_loss, sub_loss):  # nonfinite.py: stop, or keep a skipped step out
+            return
         for key, value in (("loss_main", main_loss), ("loss_sub", sub_loss)):
             total, count = self._branch_sums.get(key, (0.0, 0))
             self._branch_sums[key] = (total + value.detach().float(), count + 1)

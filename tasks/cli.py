@@ -1,14 +1,189 @@
-"""How the entry scripts end on bad input: one line naming the problem, not a traceback."""
+"""What the three entry scripts share about ending well: one error path, early checks, resuming.
+
+- `run_cli`: a user error (bad flag, file, column, label, model, setting) ends the program with ONE
+  line, `prog: error: message`, and exit status 2; a run stopped on a non-finite loss or gradient
+  ends with one line and status 3. `--debug` (or MASKSUB_HF_TRACEBACK=1) shows the full traceback.
+- `ArgumentParser`: HfArgumentParser whose parse errors and unknown flags are one-line user errors
+  (with the closest known flag), instead of a usage dump of every TrainingArguments field.
+- `check_training_args`: what can be checked before any data or model is loaded.
+- `resume_checkpoint`: the Hugging Face scripts' rule (rerunning a command resumes it), from the
+  last COMPLETE checkpoint (masksub_hf/checkpoints.py).
+"""
+import difflib
+import logging
+import math
 import os
 import sys
+import tempfile
+import warnings
+from typing import List, Optional
+
+from transformers import HfArgumentParser
+
+from masksub_hf.checkpoints import checkpoints, incomplete_reason, last_complete_checkpoint
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS = (ValueError, OSError)  # OSError: missing files, unwritable paths, models that cannot be loaded
+DEBUG_OPTIONS = ("underflow_overflow", "tpu_metrics_debug")  # TrainingArguments' own --debug values
+EXIT_USER_ERROR = 2
+EXIT_NONFINITE = 3
 
 
-def run_cli(main, prog: str):
-    """Call main(); a ValueError or FileNotFoundError (bad flags, files, columns, labels, models)
-    ends the program with `prog: error: message`. Set MASKSUB_HF_TRACEBACK=1 to see the traceback."""
+class InputWarning(UserWarning):
+    """Legal but suspicious input (dropped empty rows, a clamped length, a tiny evaluation set)."""
+
+
+class UsageError(ValueError):
+    """A command line that cannot be parsed."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, InputWarning, stacklevel=2)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) or not text:
+        text = f"{type(err).__name__}: {text}"
+    return text
+
+
+def _split_debug(argv: List[str]):
+    """A bare --debug is ours; `--debug underflow_overflow` stays TrainingArguments'."""
+    kept, debug = [], False
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg == "--debug" and not any(following.startswith(o) for o in DEBUG_OPTIONS):
+            debug = True
+        else:
+            kept.append(arg)
+    return kept, debug
+
+
+def run_cli(main, prog: str, argv: Optional[List[str]] = None):
+    """Call main(argv) and end bad input with one line on stderr: status 2 for user errors (ValueError,
+    OSError: flags, files, columns, labels, models, settings), 3 for a run stopped on a non-finite loss or
+    gradient norm, 130 on Ctrl-C. With --debug or MASKSUB_HF_TRACEBACK=1 the traceback is shown instead."""
+    from masksub_hf.nonfinite import NonFiniteTrainingError
+
+    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
+    debug = debug or bool(os.environ.get("MASKSUB_HF_TRACEBACK"))
+    show = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"{prog}: warning: {message}\n" if issubclass(category, InputWarning) else show(message, category, *a, **k))
     try:
-        return main()
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("MASKSUB_HF_TRACEBACK"):
+        return main(argv)
+    except SystemExit as done:
+        if done.code == 0 and ("-h" in argv or "--help" in argv):
+            print("\n  --debug               Show the full traceback when the run ends in an error (or set "
+                  "MASKSUB_HF_TRACEBACK=1).")
+        raise
+    except NonFiniteTrainingError as err:
+        if debug:
             raise
-        sys.exit(f"{prog}: error: {err}")
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted; rerun the same command to resume from the last checkpoint.", file=sys.stderr)
+        sys.exit(130)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
+        print(f"{prog}: error: {one_line(err)}{hint}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    finally:
+        warnings.formatwarning = show
+
+
+class ArgumentParser(HfArgumentParser):
+    """HfArgumentParser with one-line errors: a bad value or an unknown flag raises UsageError."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+    def parse_args_into_dataclasses(self, args=None, **kwargs):
+        *parsed, remaining = super().parse_args_into_dataclasses(args=args, return_remaining_strings=True, **kwargs)
+        if remaining:
+            raise UsageError(self.unknown(remaining))
+        return tuple(parsed)
+
+    def unknown(self, remaining: List[str]) -> str:
+        known = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        flags = [a.split("=")[0] for a in remaining if a.startswith("-")]
+        if not flags:
+            return f"unexpected argument(s) {' '.join(remaining)}; every value follows its --flag (see --help)."
+        hints = []
+        for flag in flags:
+            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+            hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+        return f"unknown flag(s): {', '.join(hints)}; see --help."
+
+
+# ---- checks before any data or model is loaded ---------------------------------------------------
+def check_output_dir_writable(path: str, flag: str = "--output_dir") -> None:
+    """Create the directory if needed and write a probe file in it: an unwritable place is found now,
+    not when the first checkpoint is saved after data and model were loaded."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a file, not a directory; choose another {flag}.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise ValueError(f"{flag} {path} is not writable ({err.strerror or err}); choose another {flag}.") from None
+
+
+def check_training_args(args) -> None:
+    """Sizes and rates that no training can use, refused with the flag that sets them."""
+    for flag in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = getattr(args, flag)
+        if value < 1:
+            raise ValueError(f"--{flag} must be at least 1; got {value}.")
+    lr = args.learning_rate
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--learning_rate must be a positive number; got {lr}.")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ValueError(f"nothing to train: --num_train_epochs {args.num_train_epochs} and --max_steps "
+                         f"{args.max_steps}; give a positive --num_train_epochs or --max_steps.")
+    if args.max_grad_norm is not None and args.max_grad_norm < 0:
+        raise ValueError(f"--max_grad_norm must be 0 (no clipping) or positive; got {args.max_grad_norm}.")
+    check_output_dir_writable(args.output_dir)
+
+
+def check_positive(value, flag: str) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"--{flag} must be at least 1 (or left unset for all); got {value}.")
+
+
+# ---- resuming ---------------------------------------------------------------------------------
+def resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[str], overwrite: bool,
+                      do_train: bool = True) -> Optional[str]:
+    """The checkpoint to resume from, by the Hugging Face scripts' rule: an explicit
+    --resume_from_checkpoint (which must be complete); else, when training into an existing
+    output_dir, its last COMPLETE checkpoint (newer half-written ones are skipped, with the reason);
+    a non-empty output_dir without one is refused unless --overwrite_output_dir."""
+    if resume_from_checkpoint:
+        if not os.path.isdir(resume_from_checkpoint):
+            raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint}: no such directory.")
+        reason = incomplete_reason(resume_from_checkpoint)
+        if reason is not None:
+            raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint} cannot be resumed from: {reason}. "
+                             "Give an earlier checkpoint, or leave the flag out to use the last complete one.")
+        return resume_from_checkpoint
+    if overwrite or not do_train or not os.path.isdir(output_dir):
+        return None
+    last = last_complete_checkpoint(output_dir)
+    if last is not None:
+        logger.info("Resuming from checkpoint %s (pass --overwrite_output_dir to start over).", last)
+        return last
+    partial = {os.path.basename(path) for _, path in checkpoints(output_dir)}
+    others = [name for name in os.listdir(output_dir) if name not in partial]
+    if others:
+        raise ValueError(f"output directory {output_dir} already exists and is not empty (and holds no complete "
+                         "checkpoint to resume from); pass --overwrite_output_dir to train into it anyway, or choose "
+                         "another --output_dir.")
+    return None

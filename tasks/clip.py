@@ -151,20 +151,49 @@ def _readable(images: Sequence, max_bad: float, where: str) -> List[int]:
     return good
 
 
+def _with_captions(captions: List, keep: List[int], where: str) -> List[int]:
+    """Rows with a caption: an empty (or missing) caption would train as the text "" or "nan"; such rows are
+    dropped with a warning, and data with no caption at all is refused."""
+    from .cli import warn
+
+    empty = [i for i in keep if captions[i] is None or not str(captions[i]).strip()]
+    if not empty:
+        return keep
+    if len(empty) == len(keep):
+        raise ValueError(f"{where}: every caption is empty; there is no text to train on.")
+    warn(f"{where}: dropped {len(empty)} of {len(keep)} pair(s) with an empty caption.")
+    dropped = set(empty)
+    return [i for i in keep if i not in dropped]
+
+
 def csv_pairs(path: str, img_key: str, caption_key: str, separator: str = "\t", label_key: Optional[str] = None,
-              max_bad: float = 0.05) -> Pairs:
+              max_bad: float = 0.05, encoding: Optional[str] = None, flag: str = "--train_data") -> Pairs:
     """open_clip's CSV/TSV format: a column of image paths (relative to the file or absolute) and one of captions."""
+    import io
+
     import pandas as pd
 
-    frame = pd.read_csv(path, sep=separator)
+    from .files import check_separator, read_text
+
+    text, encoding = read_text(path, flag, encoding, "--csv_encoding")
+    check_separator(path, flag, text, separator, "--csv_separator")
+    try:  # every cell as text: "NA" or "null" stay captions, an empty cell stays empty
+        frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
+    except Exception as err:  # noqa: BLE001  (pandas parser errors)
+        raise ValueError(f"{flag} {path} cannot be read as CSV/TSV: {' '.join(str(err).split())[:200]}") from None
     _check_columns(frame.columns, {"--csv_img_key": img_key, "--csv_caption_key": caption_key,
                                    "--csv_label_key": label_key}, path)
     root = Path(path).parent
     images = [str(p if Path(p).is_absolute() else root / p) for p in frame[img_key].astype(str)]
     keep = _readable(images, max_bad, path)
     captions = [str(c) for c in frame[caption_key]]
+    keep = _with_captions(captions, keep, path)
     labels = classnames = None
     if label_key:
+        blank = sum(not str(v).strip() for v in frame[label_key])
+        if blank:
+            raise ValueError(f"{path}: {blank} row(s) have an empty --csv_label_key {label_key!r} cell; fill them in, "
+                             "or leave out --csv_label_key.")
         classnames = sorted(set(map(str, frame[label_key])))
         labels = [classnames.index(str(v)) for v in frame[label_key]]
         labels = [labels[i] for i in keep]
@@ -184,7 +213,8 @@ def hf_pairs(name: str, split: str, image_column: str, caption_column: str, labe
                                        "--label_column": label_column}, name)
     images = list(data[image_column])
     keep = _readable(images, max_bad, name)
-    captions = [str(c) for c in data[caption_column]]
+    captions = [None if c is None else str(c) for c in data[caption_column]]
+    keep = _with_captions(captions, keep, name)
     labels = classnames = None
     if label_column:
         feature = data.features[label_column]
@@ -196,13 +226,16 @@ def hf_pairs(name: str, split: str, image_column: str, caption_column: str, labe
 
 
 def to_pil(image):
+    """An RGB PIL image from a path, an array or a PIL image, converted faithfully (tasks/image.py: to_mode)."""
     from PIL import Image
+
+    from .image import to_mode
 
     if isinstance(image, (str, Path)):
         image = Image.open(image)
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(image)
-    return image.convert("RGB")
+    return to_mode(image, "RGB")
 
 
 class ClipDataset(torch.utils.data.Dataset):

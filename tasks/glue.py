@@ -150,24 +150,42 @@ def movie_split_files(task_name: str, root: Optional[Path] = None) -> Dict[str, 
 
 
 # ---- columns and labels of local files ----------------------------------------------------------
-def infer_text_keys(columns: List[str]) -> Tuple[str, Optional[str]]:
-    """Without a task name, as the HF script: sentence1/sentence2 if present, else the first one or
-    two non-label columns (we also skip an `idx` column, which is never text)."""
-    candidates = [c for c in columns if c not in ("label", "idx")]
-    if "sentence1" in candidates and "sentence2" in candidates:
-        return "sentence1", "sentence2"
+KNOWN_PAIRS = tuple(dict.fromkeys(t.keys for t in TASKS.values() if t.keys[1] is not None))
+
+
+def infer_text_keys(columns: List[str], text_columns: Optional[List[str]] = None,
+                    source: str = "the data") -> Tuple[str, Optional[str]]:
+    """Without a task name: the input text column(s). `columns` are the text-typed (string) columns
+    other than the label; numbers (ids, scores) are never text. sentence1/sentence2 (or another GLUE
+    pair) make a pair, a single text column a single sentence; more than one text column that is not
+    a known pair is ambiguous (a metadata column must not become a second sentence): name them."""
+    if text_columns:
+        if len(text_columns) > 2:
+            raise GlueInputError(f"--text_column_names takes one column or two (a pair); got {', '.join(text_columns)}.")
+        return (text_columns[0], text_columns[1] if len(text_columns) == 2 else None)
+    candidates = [c for c in columns if c != "idx"]
+    for pair in KNOWN_PAIRS:
+        if all(k in candidates for k in pair):
+            return pair
     if not candidates:
-        raise GlueInputError(f"found no text column besides 'label' (columns: {', '.join(columns)}).")
-    return (candidates[0], candidates[1]) if len(candidates) >= 2 else (candidates[0], None)
+        raise GlueInputError(f"{source} has no text column besides the label; name it with --text_column_names.")
+    if len(candidates) == 1:
+        return candidates[0], None
+    raise GlueInputError(
+        f"{source} has several text columns ({', '.join(candidates)}) and none is a known pair (sentence1/sentence2); "
+        f"say which are the input with --text_column_names {candidates[0]} (one sentence) or "
+        f"--text_column_names {candidates[0]},{candidates[1]} (a pair).")
 
 
 def check_columns(split: str, source: str, columns: List[str], keys, needs_label: bool) -> None:
     wanted = [k for k in keys if k] + (["label"] if needs_label else [])
     missing = [k for k in wanted if k not in columns]
     if missing:
+        hint = (" Rename the column in the file, or pass --label_column_name." if missing == ["label"] else
+                " Rename the columns in the file, or pass --text_column_names.")
         raise GlueInputError(
             f"{source} ({split}) has no column {', '.join(repr(m) for m in missing)}; expected "
-            f"{', '.join(repr(w) for w in wanted)}, found {', '.join(repr(c) for c in columns)}."
+            f"{', '.join(repr(w) for w in wanted)}, found {', '.join(repr(c) for c in columns)}.{hint}"
         )
 
 
@@ -181,17 +199,90 @@ def label_to_id_map(labels: Optional[Tuple[str, ...]]) -> Optional[Dict]:
     return mapping
 
 
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    try:
+        float(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+def _show(values, n=6) -> str:
+    values = list(values)
+    return ", ".join(repr(v) for v in values[:n]) + (", ..." if len(values) > n else "")
+
+
+def check_unlabelled(split: str, source: str, values: List) -> None:
+    """-1 is GLUE's marker of an unlabelled test row; None/empty is a missing label. Neither can be trained
+    or evaluated on."""
+    missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+    minus = sum(v in (-1, "-1") and not isinstance(v, bool) for v in values)
+    if missing:
+        raise GlueInputError(f"{source} ({split}) has {missing} row(s) with an empty label; fill them in or remove them.")
+    if minus:
+        raise GlueInputError(f"{source} ({split}) has {minus} row(s) labelled -1, GLUE's marker of unlabelled test "
+                             "rows; remove them, or give that file as --test_file.")
+
+
+def infer_labels(values: List, source: str, problem_type: Optional[str] = None):
+    """(is_regression, label_list) from the training labels, refusing what is ambiguous: ids mixed with
+    names, class ids written as floats, fewer than two classes."""
+    distinct = sorted(set(values), key=lambda v: (str(type(v)), v))
+    numeric = [v for v in distinct if _is_number(v)]
+    names = [v for v in distinct if not _is_number(v)]
+    if numeric and names:
+        raise GlueInputError(f"{source} mixes class ids ({_show(numeric)}) and class names ({_show(names)}) in its "
+                             "labels, which would make each class two; write every label one way.")
+    floats = all(isinstance(v, float) for v in distinct) and bool(distinct)
+    integral = floats and all(float(v).is_integer() for v in distinct)
+    if problem_type == "regression":
+        if names:
+            raise GlueInputError(f"--problem_type regression needs numeric labels; {source} has {_show(names)}.")
+        if len(distinct) < 2:
+            raise GlueInputError(f"{source}: every label is {distinct[0]!r}; there is nothing to fit.")
+        return True, None
+    if floats and not integral and problem_type is None:
+        if len(distinct) < 2:
+            raise GlueInputError(f"{source}: every label is {distinct[0]!r}; there is nothing to fit.")
+        return True, None
+    if floats and not integral:
+        raise GlueInputError(f"--problem_type {problem_type} needs class labels; {source} has fractional labels "
+                             f"({_show(distinct)}).")
+    if len(distinct) < 2:
+        raise GlueInputError(f"{source} has a single class ({distinct[0]!r} in every row); a classifier needs at "
+                             "least two classes in the training data.")
+    if integral and problem_type is None:
+        raise GlueInputError(
+            f"{source} has labels {_show(distinct)}: class ids written as floats, or regression targets? Pass "
+            "--problem_type single_label_classification or --problem_type regression.")
+    if integral:
+        distinct = sorted({int(v) for v in distinct})
+    return False, tuple(distinct)
+
+
 def check_labels(split: str, source: str, values, label_to_id: Optional[Dict], num_labels: int, what: str) -> None:
     """Every label must be one the head can predict; -1 marks an unlabelled test example (GLUE's convention)."""
     if label_to_id is None:  # regression
-        bad = [v for v in values if not isinstance(v, (int, float)) or isinstance(v, bool)]
+        bad = [v for v in values if not _is_number(v)]
         if bad:
             raise GlueInputError(f"{source} ({split}): {what} is regression but has non-numeric labels, e.g. {bad[0]!r}.")
         return
-    bad = sorted({v for v in values if v not in label_to_id and not (split == "test" and v == -1)}, key=str)
+    bad = sorted({v for v in values if v not in label_to_id and not (split.startswith("test") and v in (-1, "-1"))},
+                 key=str)
     if bad:
         valid = ", ".join(repr(k) for k in label_to_id if not (isinstance(k, str) and k.isdigit()))
+        unseen = "" if what != "the training data" else (
+            " A class the training data never shows cannot be learnt: remove those rows or add training examples.")
         raise GlueInputError(
             f"{source} ({split}) has label(s) {', '.join(map(repr, bad[:5]))} outside {what}'s {num_labels} "
-            f"labels ({valid})."
+            f"labels ({valid}).{unseen}"
         )
+
+
+def empty_texts(values) -> List[int]:
+    """Row numbers (0-based) whose text is missing or only whitespace."""
+    return [i for i, v in enumerate(values) if v is None or not str(v).strip()]

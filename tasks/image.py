@@ -61,9 +61,35 @@ def _count_images(folder: str) -> int:
     return sum(os.path.splitext(f)[1].lower() in extensions for _, _, files in os.walk(folder) for f in files)
 
 
+def readable(dataset, max_bad: float, where: str):
+    """The rows whose image PIL can open, decode lazily later: corrupt, truncated and zero-byte files are
+    skipped and counted, and more than `max_bad` of them refuses the data (as run_clip.py does)."""
+    import io
+
+    from datasets import Image as ImageFeature
+
+    raw = dataset.cast_column("image", ImageFeature(decode=False))
+    good, bad = [], []
+    for i, item in enumerate(raw["image"]):
+        try:
+            source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
+            with Image.open(source) as im:
+                im.verify()
+            good.append(i)
+        except Exception:  # noqa: BLE001  (PIL raises many kinds for broken files)
+            bad.append(item.get("path") or f"row {i}")
+    if bad:
+        print(f"{where}: skipped {len(bad)} of {len(dataset)} images that could not be read "
+              f"({', '.join(os.path.basename(str(b)) for b in bad[:3])}{', ...' if len(bad) > 3 else ''})")
+    if len(bad) > max_bad * len(dataset):
+        raise ValueError(f"{where}: {len(bad)} of {len(dataset)} images cannot be read (more than --max_bad_images "
+                         f"{max_bad:.0%}), e.g. {bad[0]}; remove or repair them, or raise --max_bad_images.")
+    return dataset.select(good) if bad else dataset
+
+
 def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, validation_dir=None,
                 image_column="image", label_column="label", train_val_split=0.15, max_train=None, max_eval=None,
-                seed=0, cache_dir=None) -> ImageSplits:
+                seed=0, cache_dir=None, max_bad=0.05) -> ImageSplits:
     """Hub dataset or image folders (one subfolder per class, as HF's imagefolder reads them)."""
     from datasets import ClassLabel, load_dataset
 
@@ -80,6 +106,11 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
             files[split] = os.path.join(folder, "**")
         raw = load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
     first = raw[next(iter(raw))]
+    if label_column not in first.column_names and train_dir is not None:
+        classes = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+        if len(classes) == 1:  # imagefolder drops the label column of a single class folder
+            raise ValueError(f"{train_dir} has 1 class ({classes[0]}); a classifier needs at least two (one "
+                             "subfolder per class).")
     for role, column in (("image", image_column), ("label", label_column)):
         if column not in first.column_names:
             hint = (" For image folders, put the images in one subfolder per class." if role == "label" else "")
@@ -91,17 +122,41 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
         parts = raw["train"].train_test_split(test_size=train_val_split, seed=seed)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
     raw = raw.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
+    where = {"train": train_dir or f"{dataset_name} (train)", "validation": validation_dir or f"{dataset_name} (validation)"}
+    for split in ("train", "validation"):
+        if split in raw:
+            raw[split] = readable(raw[split], max_bad, where[split])
     feature = raw[next(iter(raw))].features["label"]
     if isinstance(feature, ClassLabel):
         names = list(feature.names)
     else:  # plain ints or strings: the sorted distinct values are the classes
-        values = sorted({v for split in raw.values() for v in split["label"]})
+        values = sorted({v for split in raw.values() for v in split["label"] if v not in (-1, None)}, key=str)
         names = [str(v) for v in values]
         index = {v: i for i, v in enumerate(values)}
-        raw = raw.map(lambda row: {"label": index[row["label"]]})
+        raw = raw.map(lambda row: {"label": index.get(row["label"], -1)})
+    check_classes(raw, names, where)
     train, val = raw.get("train"), raw.get("validation")
     return ImageSplits(_subset(train, max_train, seed) if train is not None else None,
                        _subset(val, max_eval, seed) if val is not None else None, names)
+
+
+def check_classes(raw, names, where) -> None:
+    """Refuse what would train a wrong head: unlabelled (-1) training rows, fewer than two classes, classes that
+    only the validation data has (an untrainable output)."""
+    if "train" not in raw:
+        return
+    counts = np.bincount([v for v in raw["train"]["label"] if v is not None and v >= 0], minlength=len(names))
+    unlabelled = sum(v is None or v < 0 for v in raw["train"]["label"])
+    if unlabelled:
+        raise ValueError(f"{where['train']}: {unlabelled} training image(s) have no label (-1); remove them or label them.")
+    present = [n for n, c in zip(names, counts) if c]
+    if len(present) < 2:
+        raise ValueError(f"{where['train']} has {len(present)} class ({', '.join(present) or 'none'}); a classifier "
+                         "needs at least two (for image folders: one subfolder per class).")
+    missing = [n for n, c in zip(names, counts) if not c]
+    if missing:
+        raise ValueError(f"class(es) {', '.join(missing)} have validation images but no training images in "
+                         f"{where['train']}; add training images or remove those classes from the validation data.")
 
 
 def check_num_labels(num_labels: Optional[int], splits: ImageSplits) -> int:
@@ -128,7 +183,40 @@ class ImageTransform:
         self.pipeline = T.Compose(steps + [T.ToTensor(), T.Normalize(mean[:channels], std[:channels])])
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.pipeline(image.convert(self.mode))  # grey, RGBA, palette or RGB in: the model's mode out
+        return self.pipeline(to_mode(image, self.mode))  # 16-bit, float, CMYK, palette, alpha: the model's mode out
+
+
+def to_mode(image: Image.Image, mode: str = "RGB") -> Image.Image:
+    """An image in 8-bit `mode` ("RGB" or "L") that looks as it should, whatever it was stored as:
+
+    - 16-bit greys (PNG "I;16", "I") are scaled from 0..65535, not clipped (which turns them white);
+    - float images ("F", e.g. TIFF) are taken as 0..1 (or 0..255 when larger values occur), not truncated
+      (which turns 0..1 black); inf/NaN pixels are refused with the file's name;
+    - transparency (RGBA, LA, palette with a transparent colour) is composited on white, as viewers show it,
+      instead of exposing whatever colour the transparent pixels hold;
+    - CMYK, YCbCr and palette images go through PIL's conversion; EXIF orientation is applied."""
+    from PIL import ImageOps
+
+    name = getattr(image, "filename", "") or "an image"
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(array / 257.0, 0, 255).round().astype(np.uint8), "L")
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name}: a float image with inf/NaN pixels; fix or remove it.")
+        top = array.max(initial=0.0)
+        scale = 255.0 if top <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8), "L")
+    else:
+        image = ImageOps.exif_transpose(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert(mode)
 
 
 class Transformed(torch.utils.data.Dataset):

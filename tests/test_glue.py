@@ -216,8 +216,9 @@ def test_help_lists_masksub_flags(capsys):
 def one_line_error(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_glue.cli(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith("run_glue.py: error: ") and "\n" not in message
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("run_glue.py: error: ")
     return message
 
 
