@@ -177,6 +177,29 @@ def test_drop_and_path_perturb_the_sub_branch_only(name, kind, models, tmp_path)
     assert all("loss_sub" in h for h in trainer.state.log_history if "loss" in h)
 
 
+def test_siglip2_drops_only_real_patches_and_says_which_were_kept():
+    """SigLIP 2 (NaFlex) pads images to a patch budget: the sub-branch keeps half of each image's real patches and
+    passes the matching pixel_attention_mask, which its encoder and pooling head read."""
+    from transformers import Siglip2Config, Siglip2Model
+
+    torch.manual_seed(0)
+    model = Siglip2Model(Siglip2Config(text_config=dict(TOWER, vocab_size=100, max_position_embeddings=16),
+                                       vision_config=dict(TOWER, num_patches=16, patch_size=4)))
+    real = torch.ones(4, 16, dtype=torch.long)
+    real[2:, 12:] = 0  # two images of 3 x 4 patches, padded to 16
+    batch = {"pixel_values": torch.randn(4, 16, 48), "pixel_attention_mask": real, "input_ids": torch.randint(0, 100, (4, 8)),
+             "spatial_shapes": torch.tensor([[4, 4], [4, 4], [3, 4], [3, 4]])}
+    family = find_family(model)
+    assert isinstance(family, ImageTextFamily) and family.loss_name(model) == "siglip"
+    seen = []
+    handle = _record(model.vision_model.encoder.layers[0], seen)
+    with family.mask(model, batch, 0.5) as sub:
+        out = model(**sub, return_loss=True)
+    handle.remove()
+    assert seen[0].shape == (4, 8, 32) and torch.isfinite(out.loss)
+    assert sub["pixel_attention_mask"].sum(1).tolist() == [8, 8, 6, 6]  # half of 16 and half of 12 real patches
+
+
 def _text_inputs(model, rows, ratio=0.5):
     """(main rows, sub-branch rows) of what the text tower's embeddings receive under mask_text."""
     family = ImageTextFamily(mask_text=True)
@@ -279,6 +302,17 @@ def test_siglip_relaxed_loss_has_siglips_own_scale(models):
     assert RELAXED_LOSSES["siglip"](out.logits_per_image, hard).item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
+def test_masksub_loss_overrides_the_models_own_choice(models, tmp_path, monkeypatch):
+    import masksub_hf.trainer as trainer_module
+
+    calls = []
+    real = trainer_module.RELAXED_LOSSES["siglip"]
+    monkeypatch.setitem(trainer_module.RELAXED_LOSSES, "siglip", lambda s, m: calls.append(s.shape) or real(s, m))
+    make, rows = models["clip"]
+    _train(make(), rows, tmp_path, masksub_loss="siglip")
+    assert calls == [(8, 8)]  # the image x text matrix, under the loss the user chose instead of 'clip'
+
+
 # ---- acceptance 3: the contrastive image-text example with only the class swapped --------------------
 def example_script(trainer_class, training_args, tiny_clip_dir, tiny_bert_dir, rows):
     """The shape of transformers' examples/pytorch/contrastive-image-text/run_clip.py: a dual encoder from a CLIP
@@ -299,6 +333,9 @@ def test_the_contrastive_example_with_masksubtrainer(models, tiny_clip_dir, tiny
     trainer = example_script(MaskSubTrainer, TrainingArguments(**common), tiny_clip_dir, tiny_bert_dir, rows)
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 3 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logged)
+    evaluated = trainer.evaluate(rows[:8])["eval_loss"]  # the example's do_eval: the model's own loss, no sub-branch
+    with torch.no_grad():
+        assert evaluated == pytest.approx(trainer.model.eval()(**collate_fn(rows[:8])).loss.item(), abs=1e-5)
     plain = example_script(Trainer, TrainingArguments(**common), tiny_clip_dir, tiny_bert_dir, rows).model.state_dict()
     none = example_script(MaskSubTrainer, MaskSubConfig(**common, masksub_type="none"), tiny_clip_dir, tiny_bert_dir,
                           rows).model.state_dict()
