@@ -35,12 +35,15 @@ TEXT_POOLING = {"eos": "the EOS token", "last": "the last token", "first": "the 
 
 
 def vision_token_embeddings(vision: nn.Module) -> Optional[nn.Module]:
-    """The vision tower's embedding module when it makes patch tokens (ViT-like), else None (CNN towers)."""
+    """The vision tower's embedding module when it makes a flat sequence of patch tokens with absolute position
+    embeddings (ViT-like: CLIP, SigLIP, ViT, DeiT, DINOv2), else None: CNN towers have no tokens, and hierarchical
+    ones (Swin: windows over the full grid) cannot lose any."""
     emb = getattr(vision, "embeddings", None)
-    if isinstance(emb, nn.Module) and any(isinstance(getattr(emb, n, None), nn.Module)
-                                          for n in ("patch_embedding", "patch_embeddings")):
-        return emb
-    return None
+    if not isinstance(emb, nn.Module) or getattr(getattr(vision, "config", None), "depths", None):
+        return None
+    patches = any(isinstance(getattr(emb, n, None), nn.Module) for n in ("patch_embedding", "patch_embeddings"))
+    positions = any(getattr(emb, n, None) is not None for n in ("position_embedding", "position_embeddings"))
+    return emb if patches and positions else None
 
 
 def vision_prefix_tokens(emb: nn.Module) -> int:
