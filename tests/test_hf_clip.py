@@ -24,6 +24,7 @@ from masksub_hf.losses import RELAXED_LOSSES
 from masksub_hf.models import find_family
 from masksub_hf.models.hf_clip import ImageTextFamily, eos_positions
 from tests.helpers import args as make_args
+from tests.helpers import fixed_scores
 from tests.test_clip import DIGITS, digit_csv  # noqa: F401  (the fixture: real digit images in open_clip's TSV format)
 
 TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
@@ -408,20 +409,21 @@ def test_clip_loss_is_local_so_ddp_equals_accumulation_not_one_big_batch(models)
     assert abs(whole.item() - halves.item()) > 1e-3
 
 
-def test_two_process_ddp_matches_one_process_accumulating(tiny_clip_dir, digit_csv, tmp_path):  # noqa: F811
+def test_two_process_ddp_matches_one_process_accumulating(tiny_clip_dir, digit_csv, tmp_path, monkeypatch):  # noqa: F811
     from safetensors.torch import load_file
 
-    script = str(Path(__file__).with_name("clip_ddp.py"))
-    common = ["--", "--model_name_or_path", str(tiny_clip_dir), "--train_data", str(digit_csv), "--max_steps", "3",
+    common = ["--model_name_or_path", str(tiny_clip_dir), "--train_data", str(digit_csv), "--max_steps", "3",
               "--optim", "sgd", "--learning_rate", "0.5", "--max_grad_norm", "0", "--lr_scheduler_type", "constant",
               "--warmup_steps", "0", "--train_sampling_strategy", "sequential", "--use_cpu", "--disable_tqdm", "true",
               "--seed", "0", "--masksub_type", "mask", "--mask_text", "true", "--logging_steps", "1"]
-    runs = {"one": [sys.executable, script, str(tmp_path / "one"), "4", *common, "--gradient_accumulation_steps", "2"],
-            "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                    "127.0.0.1", "--master_port", str(_free_port()), script, str(tmp_path / "two"), "4", *common]}
-    for cmd in runs.values():
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
-        assert done.returncode == 0, done.stderr[-3000:]
+    fixed_scores(monkeypatch)  # masks that depend on the position only, as clip_ddp.py makes them in each process
+    run_clip.main(common + ["--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "4",
+                            "--gradient_accumulation_steps", "2"])
+    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(Path(__file__).with_name("clip_ddp.py")), str(tmp_path / "two"), "4",
+           "--", *common]
+    done = subprocess.run(two, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
     one, two = (load_file(str(tmp_path / k / "model.safetensors")) for k in ("one", "two"))
     start = tiny_clip().state_dict()
     assert any(not torch.allclose(one[k], start[k]) for k in one)  # it trained

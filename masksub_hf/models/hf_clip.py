@@ -114,8 +114,10 @@ class ImageTextFamily(Family):
     def describe(self, model, masksub_type, ratio=0.5):
         line = super().describe(model, masksub_type, ratio)
         if masksub_type == "mask":
-            line += " in the vision tower" + (f", and caption tokens (keeping {TEXT_POOLING[text_pooling(model.text_model)]})"
-                                              if self.masks_text(model) else "")
+            line += " in the vision tower"
+            if self.masks_text(model):
+                pooled = TEXT_POOLING.get(text_pooling(model.text_model), "an unknown pooled token")
+                line += f", and caption tokens (keeping {pooled})"
         return line
 
     def blocks(self, model):
