@@ -29,6 +29,7 @@ from transformers import set_seed
 from masksub_hf import MaskSubConfig, MaskSubTrainer
 from masksub_hf.models.open_clip import MODES, ClampLogitScale, OpenCLIPForMaskSub
 from tasks import clip as data
+from tasks import hf_clip
 from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
 
 logger = logging.getLogger(__name__)
@@ -56,19 +57,23 @@ class ModelArguments:
     model: str = field(default="effnet-lite0-minilm", metadata={
         "help": "An open_clip model name (open_clip.list_models()), a JSON model config file, local-dir:/path, or an "
                 f"offline CLIP: {'; '.join(f'{k}: {v}' for k, v in data.OFFLINE_MODELS.items())}."})
+    model_name_or_path: Optional[str] = field(default=None, metadata={
+        "help": "A transformers image-text checkpoint instead of an open_clip --model: a hub id or a save_pretrained "
+                "directory of a CLIPModel, SiglipModel, VisionTextDualEncoderModel... (its tokenizer and image processor "
+                "too), trained with its own loss and saved with save_pretrained."})
     pretrained: Optional[str] = field(default=None, metadata={
         "help": "open_clip pretrained tag (needs internet) or a local checkpoint path; none = the model's own init."})
     image_size: int = field(default=64, metadata={"help": "Input resolution of the offline CLIPs (ignored otherwise)."})
     context_length: int = field(default=32, metadata={
-        "help": "Caption length in tokens of the offline CLIPs (ignored otherwise; the default data's captions are "
-                "at most 12 tokens, so it uses 16)."})
+        "help": "Caption length in tokens of the offline CLIPs and of --model_name_or_path models (capped at their "
+                "text tower's length; ignored otherwise; the default data's captions are at most 12 tokens, so it uses 16)."})
     mode: str = field(default="contrastive", metadata={
         "help": "'contrastive': image-text training with ClipLoss; 'classify': the image tower with a linear head "
                 "initialised from the text embeddings of class-name prompts (the zero-shot head).",
         "choices": list(MODES)})
     mask_text: bool = field(default=False, metadata={
-        "help": "With --masksub_type mask in contrastive mode, also drop caption tokens in the sub-branch "
-                "(Hugging Face text towers only)."})
+        "help": "With --masksub_type mask in contrastive mode, also drop caption tokens in the sub-branch, keeping the "
+                "token the text tower pools (Hugging Face text towers only)."})
 
 
 @dataclass
@@ -215,6 +220,8 @@ def build(model_args: ModelArguments, train: data.Pairs):
 def train_one(model_args, data_args, training_args, pairs, resume: Optional[str] = None) -> Dict:
     set_seed(training_args.seed)
     train_pairs, val_pairs = pairs
+    if model_args.model_name_or_path:  # a transformers image-text model: its own loss, saved with save_pretrained
+        return hf_clip.train_one(model_args, training_args, train_pairs, val_pairs)
     model, tokenizer, preprocess, description = build(model_args, train_pairs)
     with_labels = model_args.mode == "classify"
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)
@@ -288,7 +295,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     if not run_args.compare_baseline:
         return results[None]
     if training_args.process_index == 0:
-        description = data.OFFLINE_MODELS.get(model_args.model, model_args.model)
+        description = model_args.model_name_or_path or data.OFFLINE_MODELS.get(model_args.model, model_args.model)
         with open(os.path.join(training_args.output_dir, "comparison.json"), "w") as f:
             json.dump({"model": description, "data": pairs[0].source, "runs": results}, f, indent=2)
         print(comparison_table(results, description, pairs[0].source))
@@ -297,6 +304,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 def check_model(model_args: ModelArguments):
     """An unknown model name is refused before any data is read."""
+    if model_args.model_name_or_path:
+        return hf_clip.check_model(model_args.model_name_or_path, model_args.mode)
     import open_clip
 
     name = model_args.model

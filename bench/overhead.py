@@ -85,10 +85,9 @@ def build(shape, preset):
         text = dict(hidden_size=p["hidden"], num_hidden_layers=p["layers"] // 2, num_attention_heads=p["heads"],
                     intermediate_size=4 * p["hidden"], max_position_embeddings=p["seq"])
         model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision))
-        ids = torch.randint(1, 40000, (n, p["seq"]))
-        data = {"pixel_values": pixels, "input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "return_loss": torch.ones(n, dtype=torch.bool)}
-        return model, InMemory(**data), p["batch"]
+        ids = torch.randint(1000, 49000, (n, p["seq"]))
+        ids[:, 0], ids[:, -1] = 49406, 49407  # <|startoftext|> ... <|endoftext|>, the token CLIP pools
+        return model, InMemory(pixel_values=pixels, input_ids=ids, attention_mask=torch.ones_like(ids)), p["batch"]
     if shape == "vit":
         model = tf.ViTForImageClassification(tf.ViTConfig(**vision, num_labels=10))
     else:
@@ -173,7 +172,13 @@ def child(shape, run, preset, warmup, steps, rounds):
         logging_steps=10_000, save_strategy="no", report_to=[], disable_tqdm=True, bf16=gpu, use_cpu=not gpu,
         dataloader_num_workers=2 if gpu else 0, remove_unused_columns=False)
     cls = {"none": Trainer, "combined": CombinedBackward}.get(run, MaskSubTrainer)
-    trainer = cls(model=model, args=args, train_dataset=data, callbacks=[Rounds()])
+    collate = None
+    if shape == "clip":  # as transformers' contrastive image-text example: the model computes its own loss
+        from transformers import default_data_collator
+
+        def collate(rows):
+            return {**default_data_collator(rows), "return_loss": True}
+    trainer = cls(model=model, args=args, train_dataset=data, callbacks=[Rounds()], data_collator=collate)
     trainer.train()
 
 

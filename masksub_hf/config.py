@@ -6,7 +6,7 @@ from transformers import TrainingArguments
 from .nonfinite import NONFINITE_MODES, validate_nonfinite
 
 MASKSUB_TYPES = ("mask", "drop", "path", "none")
-RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse", "clip")
+RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse", "clip", "siglip")
 
 
 def validate(masksub_type: str, masksub_ratio: float, masksub_loss: str = "auto") -> None:
@@ -48,7 +48,7 @@ class MaskSubConfig(TrainingArguments):
             "help": "Loss matching the sub-branch to the detached main prediction: 'softmax' (soft-target cross-"
             "entropy), 'sigmoid' (BCE to sigmoid targets), 'mse' (regression), or 'auto' to choose from the "
             "model's config (problem_type, num_labels); 'clip' (both directions of an image x text similarity matrix) "
-            "is what open_clip models pick themselves.",
+            "is what CLIP models pick themselves, 'siglip' (pairwise sigmoid BCE over that matrix) what SigLIP models pick.",
             "choices": list(RELAXED_LOSSES),
         },
     )

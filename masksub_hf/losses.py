@@ -44,18 +44,32 @@ def contrastive_soft_cross_entropy(sub_logits: torch.Tensor, main_logits: torch.
     return (soft_cross_entropy(sub_logits, main_logits) + soft_cross_entropy(sub_logits.t(), main_logits.t())) / 2
 
 
+def pairwise_sigmoid_bce(sub_logits: torch.Tensor, main_logits: torch.Tensor) -> torch.Tensor:
+    """SigLIP: every image-text pair is its own binary problem; BCE of each sub logit against sigmoid(main logit),
+    summed over the texts and averaged over the images.
+
+    That is SiglipModel's own normalisation (its loss sums the pairwise log-likelihoods over one axis and averages
+    over the other), so the two branches weigh alike; `sigmoid` (a mean over all B x B entries) would make the
+    sub-branch B times weaker than the main one.
+    """
+    sub, main = _fp32(sub_logits, main_logits)
+    with torch.autocast(sub.device.type, enabled=False):
+        return F.binary_cross_entropy_with_logits(sub, main.sigmoid(), reduction="none").sum(-1).mean()
+
+
 RELAXED_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "softmax": soft_cross_entropy,
     "sigmoid": sigmoid_bce,
     "mse": squared_error,
     "clip": contrastive_soft_cross_entropy,
+    "siglip": pairwise_sigmoid_bce,
 }
 
 
 def resolve_loss_name(model, requested: str = "auto", own: str = None) -> str:
     """Pick the relaxed loss that fits the model's task, as the HF heads pick their own loss.
 
-    `own`: what the model's family requires (CLIP: 'clip'); otherwise the model may say so itself."""
+    `own`: what the model's family requires (CLIP: 'clip', SigLIP: 'siglip'); otherwise the model may say so itself."""
     if requested != "auto":
         return requested
     own = own or getattr(model, "masksub_loss", None)

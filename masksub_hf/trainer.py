@@ -67,7 +67,9 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
         self._train_started = None
 
     def _warn_if_trainer_scales_wrongly(self, base):
+        # Trainer hands num_items_in_batch over only when the batch has labels (CLIPModel's return_loss has none)
         if (self.args.gradient_accumulation_steps > 1 and self.model_accepts_loss_kwargs
+                and "labels" in (self.label_names or [])
                 and self.compute_loss_func is None and self.loss_is_scaled_for_ga is None
                 and _ignores_num_items_in_batch(base)):
             logger.warning(

@@ -291,9 +291,16 @@ def evaluate_clip(wrapper, dataset: ClipDataset, tokenizer, batch_size: int = 25
     if wrapper.mode == "classify":
         metrics["accuracy"] = (torch.cat(head_logits).argmax(1) == labels).float().mean().item()
         return metrics
-    image, text = torch.cat(images), torch.cat(texts)
-    if labels is not None and pairs.classnames:
-        classes = class_embeddings(clip, tokenizer, pairs.classnames).cpu()
+    classes = class_embeddings(clip, tokenizer, pairs.classnames).cpu() if labels is not None and pairs.classnames else None
+    return retrieval_metrics(torch.cat(images), torch.cat(texts), labels, classes)
+
+
+def retrieval_metrics(image: torch.Tensor, text: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                      classes: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """From normalised embeddings of paired images and texts: zero-shot accuracy against the class embeddings
+    (when given) and image<->text recall@1/5/10."""
+    metrics = {}
+    if labels is not None and classes is not None:
         metrics["zeroshot_accuracy"] = ((image @ classes.t()).argmax(1) == labels).float().mean().item()
     sims = image @ text.t()
     truth = torch.arange(len(sims))
