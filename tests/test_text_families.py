@@ -1,0 +1,218 @@
+"""Text models x mask/drop/path: each cell perturbs verifiably or is refused when the trainer is built.
+
+Tiny random configs (hidden 32, 2 layers, vocab 1000) on real movie sentences with real padding
+(right-padded for encoders, left-padded for decoders). Masking is checked against a reference that
+never drops anything: the full sequence with the dropped tokens hidden by the attention mask, whose
+kept tokens sit at their own columns and positions. The sub-branch must compute the same.
+"""
+import logging
+import sys
+
+import pytest
+import torch
+import transformers as T
+from torch import nn
+from transformers import AutoTokenizer, DataCollatorWithPadding
+
+from masksub_hf import MaskSubTrainer, find_family
+from masksub_hf.models.base import GenericFamily, longest_module_list
+from masksub_hf.models.hf_text import DecoderTextFamily, MaskTokenTextFamily, TextEncoderFamily
+from masksub_hf.perturb import dropout_sites
+from tests.helpers import args, text_dataset
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=1000,
+             pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+DECODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64,
+               vocab_size=1000, pad_token_id=0, bos_token_id=2, eos_token_id=3, max_position_embeddings=128)
+V3 = dict(relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"], max_relative_positions=-1,
+          position_buckets=256, norm_rel_ebd="layer_norm", share_att_key=True, type_vocab_size=0)  # as released
+
+
+def _build(cls, config):
+    torch.manual_seed(0)
+    return cls(config).eval()
+
+
+MODELS = {
+    "bert": lambda: _build(T.BertForSequenceClassification, T.BertConfig(**SMALL)),
+    "roberta": lambda: _build(T.RobertaForSequenceClassification, T.RobertaConfig(**SMALL, max_position_embeddings=130)),
+    "distilbert": lambda: _build(T.DistilBertForSequenceClassification, T.DistilBertConfig(
+        vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64, pad_token_id=0, dropout=0.0,
+        attention_dropout=0.0, seq_classif_dropout=0.0)),
+    "albert": lambda: _build(T.AlbertForSequenceClassification, T.AlbertConfig(
+        **SMALL, embedding_size=16, classifier_dropout_prob=0.0)),
+    "electra": lambda: _build(T.ElectraForSequenceClassification, T.ElectraConfig(**SMALL, embedding_size=16)),
+    "xlm-roberta": lambda: _build(T.XLMRobertaForSequenceClassification,
+                                  T.XLMRobertaConfig(**SMALL, max_position_embeddings=130)),
+    "mpnet": lambda: _build(T.MPNetForSequenceClassification, T.MPNetConfig(**SMALL, max_position_embeddings=130)),
+    "deberta-v2": lambda: _build(T.DebertaV2ForSequenceClassification, T.DebertaV2Config(**SMALL, pooler_dropout=0.0)),
+    "deberta-v3": lambda: _build(T.DebertaV2ForSequenceClassification,
+                                 T.DebertaV2Config(**SMALL, **V3, pooler_dropout=0.0)),
+    "modernbert": lambda: _build(T.ModernBertForSequenceClassification, T.ModernBertConfig(
+        vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3)),
+    "gpt2": lambda: _build(T.GPT2ForSequenceClassification, T.GPT2Config(
+        vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, pad_token_id=0, bos_token_id=2,
+        eos_token_id=3, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    "llama": lambda: _build(T.LlamaForSequenceClassification, T.LlamaConfig(**DECODER)),
+    "qwen2": lambda: _build(T.Qwen2ForSequenceClassification, T.Qwen2Config(**DECODER)),
+    "token-classifier (deberta-v3)": lambda: _build(T.DebertaV2ForTokenClassification,
+                                                    T.DebertaV2Config(**SMALL, **V3, num_labels=5)),
+    "multiple-choice (roberta)": lambda: _build(T.RobertaForMultipleChoice,
+                                                T.RobertaConfig(**SMALL, max_position_embeddings=130)),
+    # the refusals and the mask-token fallback
+    "gpt2 without pad_token_id": lambda: _build(T.GPT2ForSequenceClassification, T.GPT2Config(
+        vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2, eos_token_id=3,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    "bart (mask token)": lambda: _bart(mask_token_id=4),
+    "bart without mask token": lambda: _bart(),
+}
+
+
+def _bart(**kw):
+    config = T.BartConfig(vocab_size=1000, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                          decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+                          pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3, dropout=0.0,
+                          attention_dropout=0.0, activation_dropout=0.0, classifier_dropout=0.0, **kw)
+    return _build(T.BartForSequenceClassification, config)
+
+
+# what each cell must do: a family that perturbs, or a construction-time refusal naming the reason
+EXPECTED_FAMILY = {name: TextEncoderFamily for name in MODELS}
+EXPECTED_FAMILY.update({"gpt2": DecoderTextFamily, "llama": DecoderTextFamily, "qwen2": DecoderTextFamily,
+                        "gpt2 without pad_token_id": DecoderTextFamily, "bart (mask token)": MaskTokenTextFamily,
+                        "bart without mask token": MaskTokenTextFamily})
+REFUSED = {("gpt2 without pad_token_id", "mask"): "config.pad_token_id is not set",
+           ("bart without mask token", "mask"): "no mask token id is known"}
+DECODERS = {"gpt2", "llama", "qwen2", "gpt2 without pad_token_id"}
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_bert_dir):
+    return AutoTokenizer.from_pretrained(tiny_bert_dir)
+
+
+def _batch(tok, reviews, name, n=6):
+    """Real sentences, padded: to the right for encoders, to the left for decoders; pairs of choices for
+    multiple choice (B, 2, L). A decoder classifier without pad_token_id takes one sentence at a time."""
+    n = 1 if name == "gpt2 without pad_token_id" else n
+    texts = [t for t, _ in reviews[:n]]
+    tok.padding_side = "left" if name in DECODERS else "right"
+    try:
+        if name.startswith("multiple-choice"):
+            enc = tok([t for t in texts for _ in range(2)], [t for t in texts[::-1] for _ in range(2)], truncation=True,
+                      max_length=24, padding=True, return_tensors="pt")
+            return {k: v.view(n, 2, -1) for k, v in enc.items()}
+        enc = dict(tok(texts, truncation=True, max_length=20, padding=True, return_tensors="pt"))
+    finally:
+        tok.padding_side = "right"
+    if name in DECODERS or name.startswith("bart") or name == "modernbert" or "roberta" in name:
+        enc.pop("token_type_ids", None)
+    if name in ("distilbert", "mpnet") or name.startswith("deberta-v3") or name.startswith("token-classifier"):
+        enc.pop("token_type_ids", None)
+    return enc
+
+
+def _hooks_left(model):
+    return [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, [getattr(m, a) for m, a in dropout_sites(model)]
+
+
+def _masked_full_reference(model, batch, sub):
+    """The full batch with only the kept tokens visible: same columns, same positions, nothing dropped."""
+    lead = batch["input_ids"].shape[:-1]
+    length = batch["input_ids"].shape[-1]
+    visible = torch.zeros(batch["input_ids"].reshape(-1, length).shape, dtype=torch.long)
+    visible.scatter_(1, sub.index, sub.kept.long())
+    return model(**{**batch, "attention_mask": visible.reshape(*lead, length)}).logits
+
+
+def _first_block_tokens(model, run):
+    seen = []
+    handle = longest_module_list(model)[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def _verify_mask(name, model, batch):
+    family = find_family(model)
+    ids = batch["input_ids"].reshape(-1, batch["input_ids"].shape[-1])
+    valid = batch["attention_mask"].reshape(ids.shape).bool()
+    words, outputs = [], []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: words.append(kw["input_ids"].clone()), with_kwargs=True)
+    with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
+        tokens_in = _first_block_tokens(model, lambda: outputs.append(model(**sub).logits))
+    handle.remove()
+    received, sub_logits = words[0].reshape(-1, words[0].shape[-1]), outputs[0]
+    index, kept = sub.index, sub.kept
+    real = valid.sum(1)
+    if family.mask_kind(model) == "tokens dropped":
+        # fewer tokens reach the first layer: each row keeps its always-kept token and half of the others
+        assert tokens_in == received.shape[1] == index.shape[1] < ids.shape[1]
+        assert kept.sum(1).tolist() == (real - ((real - 1) * 0.5).floor().long()).tolist()
+        assert torch.equal(received[kept], ids.gather(1, index)[kept])  # the kept tokens, in original order
+        assert valid.gather(1, index)[kept].all() and (index.diff(dim=1)[kept[:, 1:]] > 0).all()
+        if name in DECODERS:  # the token the classifier pools: the rightmost non-pad one, left padding
+            pooled = ids.shape[1] - 1 - (ids != model.config.pad_token_id).flip(1).int().argmax(1)
+            assert (pooled == ids.shape[1] - 1).all() and (index == pooled[:, None]).any(1).all()
+        else:  # [CLS]
+            assert (index[:, 0] == 0).all()
+    else:  # mask token in place: same length, ratio of the real non-special tokens replaced, specials kept
+        mask_id = family.mask_token_id(model)
+        replaced = received.eq(mask_id) & ~ids.eq(mask_id)
+        assert received.shape == ids.shape and torch.equal(received[~replaced], ids[~replaced])
+        assert (replaced.sum(1) > 0).all() and not replaced[ids.eq(3) | ids.eq(2) | ~valid].any()
+        return
+    # the kept tokens had their original positions: the same logits as the full batch with the others hidden
+    with torch.no_grad():
+        reference = _masked_full_reference(model, batch, sub)
+    if reference.dim() == 3:  # per-token logits: compare at the kept tokens' original columns
+        reference = reference.gather(1, index[..., None].expand(-1, -1, reference.shape[-1]))[kept]
+        sub_logits = sub_logits[kept]
+    assert torch.allclose(sub_logits, reference, atol=1e-4), (sub_logits - reference).abs().max()
+
+
+def _verify_sub_differs(model, batch, masksub_type):
+    family = find_family(model)
+    model.train()
+    before, sites = _state(model)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        main = model(**batch).logits
+        with getattr(family, masksub_type)(model, batch, 0.5) as sub:
+            perturbed = model(**sub).logits
+        again = model(**batch).logits
+    # same weights, same input: the sub-branch differs (the main branch repeats bit for bit, so any difference is
+    # the perturbation; a tiny random head can make it small)
+    assert torch.equal(again, main) and (perturbed - main).abs().max() > 1e-6
+    after, sites_after = _state(model)
+    assert sites_after == sites and all(torch.equal(before[k], after[k]) for k in before)
+    assert not _hooks_left(model)
+
+
+@pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_text_model_perturbs_or_is_refused_at_construction(name, masksub_type, tok, movie_reviews, tmp_path):
+    model = MODELS[name]()
+    family = find_family(model)
+    assert isinstance(family, EXPECTED_FAMILY[name]) and not isinstance(family, GenericFamily)
+    if (name, masksub_type) in REFUSED:
+        with pytest.raises(ValueError, match=REFUSED[name, masksub_type]) as err:
+            MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+        assert type(model).__name__ in str(err.value) and "drop or path works" in str(err.value)
+        return
+    MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))  # built without complaint
+    assert family.describe(model, masksub_type).startswith({"mask": "MaskSub", "drop": "DropSub", "path": "PathSub"}[masksub_type])
+    batch = _batch(tok, movie_reviews, name)
+    if masksub_type == "mask":
+        _verify_mask(name, model, batch)
+    else:
+        _verify_sub_differs(model, batch, masksub_type)
+    assert not _hooks_left(model)
