@@ -117,6 +117,10 @@ def _hooks_left(model):
     return [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
 def _state(model):
     return {k: v.clone() for k, v in model.state_dict().items()}, [getattr(m, a) for m, a in dropout_sites(model)]
 
@@ -216,3 +220,224 @@ def test_every_text_model_perturbs_or_is_refused_at_construction(name, masksub_t
     else:
         _verify_sub_differs(model, batch, masksub_type)
     assert not _hooks_left(model)
+
+
+# 2. each position scheme: the sub-branch computes what the kept tokens compute alone at their original positions
+SCHEME_CASES = {  # case: (model, padding side)
+    "absolute (bert)": ("bert", "right"),
+    "absolute, numbered from padding_idx (roberta)": ("roberta", "right"),
+    "absolute through a hook on the table (bert without a position_ids argument)": ("bert", "right"),
+    "learned, position_ids (gpt2, left padding)": ("gpt2", "left"),
+    "learned, position_ids (gpt2, right padding)": ("gpt2", "right"),
+    "rotary (llama, left padding)": ("llama", "left"),
+    "rotary (qwen2, right padding)": ("qwen2", "right"),
+    "rotary (modernbert)": ("modernbert", "right"),
+    "relative (deberta-v3 as released)": ("deberta-v3", "right"),
+    "relative, log buckets (deberta-v3, 8 buckets)": ("deberta-v3", "right"),
+}
+
+
+def _padded(tok, reviews, side, n=6, max_length=24):
+    tok.padding_side = side
+    try:
+        enc = dict(tok([t for t, _ in reviews[:n]], truncation=True, max_length=max_length, padding=True,
+                       return_tensors="pt"))
+    finally:
+        tok.padding_side = "right"
+    return enc
+
+
+def _deberta_hand_made_relative_pos(model, columns):
+    """The original query-minus-key distances of the kept columns, bucketed as DeBERTa-v2 buckets them (2-D)."""
+    encoder = model.deberta.encoder
+    rel = columns[:, None] - columns[None, :]
+    if encoder.position_buckets > 0:
+        rel = sys.modules[type(encoder).__module__].make_log_bucket_position(
+            rel, encoder.position_buckets, encoder.max_relative_positions)
+    return rel.long()
+
+
+@pytest.mark.parametrize("case", list(SCHEME_CASES))
+def test_sub_branch_equals_the_kept_tokens_at_their_original_positions(case, tok, movie_reviews, monkeypatch):
+    name, side = SCHEME_CASES[case]
+    model = MODELS[name]()
+    if "8 buckets" in case:
+        torch.manual_seed(0)
+        model = T.DebertaV2ForSequenceClassification(T.DebertaV2Config(
+            **SMALL, **{**V3, "position_buckets": 8, "max_relative_positions": 32}, pooler_dropout=0.0)).eval()
+    if "hook" in case:
+        import masksub_hf.models.text_positions as positions
+
+        monkeypatch.setattr(positions, "accepts", lambda model, arg: arg != "position_ids")
+    with torch.no_grad():  # sharpen the random attention (near uniform at init), so that positions visibly matter
+        for module_name, module in model.named_modules():
+            if module_name.rsplit(".", 1)[-1] in ("query_proj", "key_proj", "q_proj", "k_proj", "Wqkv"):
+                module.weight.mul_(20)
+    batch = _padded(tok, movie_reviews, side)
+    if name != "bert":
+        batch.pop("token_type_ids")
+    family = find_family(model)
+    full_positions = family.original_positions(model, batch)
+    model(**batch, output_hidden_states=True)  # transformers keeps hooks of its own to record hidden states
+    hooks = _hook_count(model)
+    with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
+        out = model(**sub, output_hidden_states=True)
+        if "hook" in case:
+            assert "position_ids" not in sub and model.bert.embeddings.position_embeddings._forward_pre_hooks
+    assert _hook_count(model) == hooks  # nothing of ours left behind
+    logits, hidden = out.logits, out.hidden_states[-1]
+    relative = name.startswith("deberta")
+    for b in range(batch["input_ids"].shape[0]):
+        cols = sub.index[b][sub.kept[b]]
+        alone = {"input_ids": batch["input_ids"][b, cols][None], "output_hidden_states": True}  # no padding, no other row
+        if "token_type_ids" in batch:
+            alone["token_type_ids"] = batch["token_type_ids"][b, cols][None]
+        with torch.no_grad():
+            naive = model(**alone).hidden_states[-1][0]  # the kept tokens renumbered from 0: what must not happen
+            if relative:  # the original distance matrix, built by hand, through the encoder's relative_pos
+                rel = _deberta_hand_made_relative_pos(model, cols)
+                handle = model.deberta.encoder.register_forward_pre_hook(
+                    lambda m, a, kw: (a, {**kw, "relative_pos": rel}), with_kwargs=True)
+                reference = model(**alone)
+                handle.remove()
+            else:  # explicit original position ids
+                reference = model(**alone, position_ids=full_positions[b, cols][None])
+        assert torch.allclose(logits[b], reference.logits[0], atol=1e-5)
+        kept_hidden, ref_hidden = hidden[b, : len(cols)], reference.hidden_states[-1][0]
+        assert torch.allclose(kept_hidden, ref_hidden, atol=1e-4), (case, b, (kept_hidden - ref_hidden).abs().max())
+        if cols[-1] - cols[0] + 1 > len(cols) or cols[0] > 0:  # positions really moved: the test can tell
+            assert (naive - ref_hidden).abs().max() > 1e-2
+
+
+# token classification: the relaxed loss pairs the kept, labelled tokens with the main prediction there
+TOKEN_CLASSIFIERS = {
+    "absolute (bert)": (lambda: _build(T.BertForTokenClassification, T.BertConfig(**SMALL, num_labels=5)), "right"),
+    "rotary (llama, left padding)": (lambda: _build(T.LlamaForTokenClassification, T.LlamaConfig(
+        **DECODER, num_labels=5, classifier_dropout=0.0)), "left"),
+    "relative (deberta-v3)": (MODELS["token-classifier (deberta-v3)"], "right"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKEN_CLASSIFIERS))
+def test_token_classifier_pairs_kept_labelled_tokens_with_the_main_prediction_there(case, tok, movie_reviews):
+    make, side = TOKEN_CLASSIFIERS[case]
+    model = make()
+    batch = _padded(tok, movie_reviews, side)
+    if "bert" not in case or "deberta" in case:
+        batch.pop("token_type_ids")
+    ids = batch["input_ids"]
+    special = ids.eq(tok.cls_token_id) | ids.eq(tok.sep_token_id) | ~batch["attention_mask"].bool()
+    labels = torch.randint(0, 5, ids.shape, generator=torch.Generator().manual_seed(0)).masked_fill(special, -100)
+    family = find_family(model)
+    with torch.no_grad():
+        main = model(**batch).logits
+        with family.mask(model, batch, 0.5) as sub:
+            sub_logits = model(**sub).logits
+        reference = _masked_full_reference(model, batch, sub)  # per-token logits of the kept tokens, in place
+    inputs = {**batch, "labels": labels}
+    sub_pred, main_pred = family.pair(sub_logits, main, sub, inputs)
+    rows, cols = [], []
+    for b in range(ids.shape[0]):
+        for k in range(sub.index.shape[1]):
+            col = int(sub.index[b, k])
+            if sub.kept[b, k] and labels[b, col] != -100:
+                rows.append(b)
+                cols.append(col)
+    assert len(rows) == sub_pred.shape[0] == main_pred.shape[0] > 0  # kept and labelled: no special, no padding
+    assert len(rows) < int(labels.ne(-100).sum())  # dropped tokens are not paired
+    assert torch.equal(main_pred, main[rows, cols])
+    assert torch.allclose(sub_pred, reference[rows, cols], atol=1e-5)
+
+
+def test_multiple_choice_masks_each_choice_and_predicts_per_choice(tok, movie_reviews):
+    model = MODELS["multiple-choice (roberta)"]()
+    batch = _batch(tok, movie_reviews, "multiple-choice (roberta)")
+    with torch.no_grad(), find_family(model).mask(model, batch, 0.5) as sub:
+        logits = model(**sub).logits
+    B, C, L = batch["input_ids"].shape
+    assert sub["input_ids"].shape[:2] == (B, C) and sub["input_ids"].shape[2] < L
+    assert sub["position_ids"].shape == sub["input_ids"].shape and logits.shape == (B, C)
+    real = batch["attention_mask"].sum(-1)
+    assert sub["attention_mask"].sum(-1).tolist() == (real - ((real - 1) * 0.5).floor().long()).tolist()
+    chosen = [tuple(row) for row in sub.index[sub.kept.any(1)].tolist()]
+    assert len(set(chosen)) > 1  # each choice draws its own mask
+
+
+def test_plan_says_what_each_text_model_gets(tok):
+    plans = {name: find_family(MODELS[name]()) for name in ("bert", "deberta-v3", "llama", "bart (mask token)")}
+    bert, deberta, llama, bart = (MODELS[n]() for n in plans)
+    assert plans["bert"].mask_kind(bert) == "tokens dropped" and plans["bert"].sub_cost(bert, "mask") == 0.5
+    assert "absolute position embeddings" in plans["bert"].describe(bert, "mask")
+    assert "[CLS]" in plans["bert"].describe(bert, "mask")
+    text = plans["deberta-v3"].describe(deberta, "mask")
+    assert "DeBERTa relative distances" in text and "absolute" not in text
+    text = plans["llama"].describe(llama, "mask")
+    assert "rotary" in text and "last real token" in text
+    assert plans["bart (mask token)"].mask_kind(bart) == "mask token" and plans["bart (mask token)"].sub_cost(bart, "mask") == 1.0
+    assert "no speed-up" in plans["bart (mask token)"].describe(bart, "mask")
+    assert "dropout sites" in plans["llama"].describe(llama, "drop")
+    assert "2 residual blocks" in plans["llama"].describe(llama, "path")
+
+
+def test_mask_token_fallback_finds_the_saved_tokenizer_and_says_once_there_is_no_speed_up(
+        tiny_bert_dir, tok, movie_reviews, caplog):
+    model = MODELS["bart without mask token"]()
+    model.config._name_or_path = str(tiny_bert_dir)  # the tokenizer saved beside the model has [MASK]
+    family = MaskTokenTextFamily()
+    assert family.refusal(model, "mask") is None and family.mask_token_id(model) == tok.mask_token_id
+    batch = _batch(tok, movie_reviews, "bart without mask token")
+    with caplog.at_level(logging.WARNING, logger="masksub_hf.models.hf_text"):
+        for _ in range(2):
+            with family.mask(model, batch, 0.5) as sub:
+                assert sub["input_ids"].shape == batch["input_ids"].shape
+                assert sub["input_ids"].eq(tok.mask_token_id).any()
+    warnings = [r for r in caplog.records if "no" in r.getMessage() and "mask token" in r.getMessage()]
+    assert len(warnings) == 1 and "not dropped" in warnings[0].getMessage()
+
+
+# real training steps: a left-padded decoder (with gradient checkpointing) and a token classifier
+def _token_counter(model):
+    seen = []
+    handle = longest_module_list(model)[0].register_forward_pre_hook(
+        lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
+    return seen, handle
+
+
+def test_decoder_trains_with_mask_left_padded_and_logs_both_losses(tok, movie_reviews, tmp_path):
+    model = MODELS["llama"]()
+    model.config.num_labels = 2
+    model.score = nn.Linear(32, 2, bias=False)
+    data = text_dataset(tok, movie_reviews, n=16).remove_columns("token_type_ids")
+    tok.padding_side = "left"
+    try:
+        collator = DataCollatorWithPadding(tok)
+        seen, handle = _token_counter(model)
+        trainer = MaskSubTrainer(model=model, args=args(tmp_path, max_steps=2, gradient_checkpointing=True,
+                                                         gradient_checkpointing_kwargs={"use_reentrant": False}),
+                                 train_dataset=data, data_collator=collator)
+        trainer.train()
+        handle.remove()
+    finally:
+        tok.padding_side = "right"
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
+    assert model.is_gradient_checkpointing
+    assert len(seen) == 4 and seen[1] < seen[0] and seen[3] < seen[2]  # per step: main on all tokens, sub on fewer
+
+
+def test_token_classifier_trains_with_mask_and_logs_both_losses(tok, movie_reviews, tmp_path):
+    from datasets import Dataset
+    from transformers import DataCollatorForTokenClassification
+
+    model = MODELS["token-classifier (deberta-v3)"]()
+    enc = tok([t for t, _ in movie_reviews[:16]], truncation=True, max_length=24)
+    labels = [[-100] + [i % 5 for i in range(len(ids) - 2)] + [-100] for ids in enc["input_ids"]]
+    data = Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+    seen, handle = _token_counter(model)
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, max_steps=2), train_dataset=data,
+                             data_collator=DataCollatorForTokenClassification(tok))
+    trainer.train()
+    handle.remove()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
+    assert seen[1] < seen[0] and seen[3] < seen[2]  # per step: main on all tokens, sub on fewer
