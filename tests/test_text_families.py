@@ -56,6 +56,8 @@ MODELS = {
         eos_token_id=3, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
     "llama": lambda: _build(T.LlamaForSequenceClassification, T.LlamaConfig(**DECODER)),
     "qwen2": lambda: _build(T.Qwen2ForSequenceClassification, T.Qwen2Config(**DECODER)),
+    "mistral": lambda: _build(T.MistralForSequenceClassification, T.MistralConfig(**DECODER, head_dim=16)),
+    "gemma": lambda: _build(T.GemmaForSequenceClassification, T.GemmaConfig(**DECODER, head_dim=16)),
     "token-classifier (deberta-v3)": lambda: _build(T.DebertaV2ForTokenClassification,
                                                     T.DebertaV2Config(**SMALL, **V3, num_labels=5)),
     "multiple-choice (roberta)": lambda: _build(T.RobertaForMultipleChoice,
@@ -80,11 +82,12 @@ def _bart(**kw):
 # what each cell must do: a family that perturbs, or a construction-time refusal naming the reason
 EXPECTED_FAMILY = {name: TextEncoderFamily for name in MODELS}
 EXPECTED_FAMILY.update({"gpt2": DecoderTextFamily, "llama": DecoderTextFamily, "qwen2": DecoderTextFamily,
+                        "mistral": DecoderTextFamily, "gemma": DecoderTextFamily,
                         "gpt2 without pad_token_id": DecoderTextFamily, "bart (mask token)": MaskTokenTextFamily,
                         "bart without mask token": MaskTokenTextFamily})
 REFUSED = {("gpt2 without pad_token_id", "mask"): "config.pad_token_id is not set",
            ("bart without mask token", "mask"): "no mask token id is known"}
-DECODERS = {"gpt2", "llama", "qwen2", "gpt2 without pad_token_id"}
+DECODERS = {"gpt2", "llama", "qwen2", "mistral", "gemma", "gpt2 without pad_token_id"}
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +234,8 @@ SCHEME_CASES = {  # case: (model, padding side)
     "learned, position_ids (gpt2, right padding)": ("gpt2", "right"),
     "rotary (llama, left padding)": ("llama", "left"),
     "rotary (qwen2, right padding)": ("qwen2", "right"),
+    "rotary (mistral, left padding)": ("mistral", "left"),
+    "rotary (gemma, left padding)": ("gemma", "left"),
     "rotary (modernbert)": ("modernbert", "right"),
     "relative (deberta-v3 as released)": ("deberta-v3", "right"),
     "relative, log buckets (deberta-v3, 8 buckets)": ("deberta-v3", "right"),
@@ -393,6 +398,22 @@ def test_mask_token_fallback_finds_the_saved_tokenizer_and_says_once_there_is_no
                 assert sub["input_ids"].eq(tok.mask_token_id).any()
     warnings = [r for r in caplog.records if "no" in r.getMessage() and "mask token" in r.getMessage()]
     assert len(warnings) == 1 and "not dropped" in warnings[0].getMessage()
+
+
+def test_mask_token_fallback_pairs_per_token_predictions_where_the_token_was_not_replaced(tok, movie_reviews):
+    model = TOKEN_CLASSIFIERS["absolute (bert)"][0]()
+    model.config.mask_token_id = tok.mask_token_id
+    batch = _padded(tok, movie_reviews, "right")
+    ids = batch["input_ids"]
+    labels = torch.zeros_like(ids).masked_fill(ids.eq(tok.cls_token_id) | ids.eq(tok.sep_token_id) |
+                                               ~batch["attention_mask"].bool(), -100)
+    family = MaskTokenTextFamily()
+    with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
+        sub_logits, main = model(**sub).logits, model(**batch).logits
+    replaced = sub["input_ids"].eq(tok.mask_token_id) & ~ids.eq(tok.mask_token_id)
+    sub_pred, main_pred = family.pair(sub_logits, main, sub, {**batch, "labels": labels})
+    keep = labels.ne(-100) & ~replaced
+    assert replaced.any() and torch.equal(main_pred, main[keep]) and torch.equal(sub_pred, sub_logits[keep])
 
 
 # real training steps: a left-padded decoder (with gradient checkpointing) and a token classifier

@@ -158,10 +158,12 @@ class MaskTokenTextFamily(Family):
         return "mask token"
 
     def mask_token_id(self, model):
-        """config.mask_token_id, else the mask token of the tokenizer saved with the model."""
+        """config.mask_token_id, else the mask token of the tokenizer saved with the model (looked up once)."""
+        found = getattr(model.config, "mask_token_id", None)
+        if found is not None:
+            return found
         if model not in self._mask_ids:
-            found = getattr(model.config, "mask_token_id", None)
-            self._mask_ids[model] = found if found is not None else _tokenizer_mask_id(model)
+            self._mask_ids[model] = _tokenizer_mask_id(model)
         return self._mask_ids[model]
 
     def refusal(self, model, masksub_type):
@@ -198,8 +200,11 @@ class MaskTokenTextFamily(Family):
         replaced = replaced_tokens(valid, protect, ratio)
         sub = dict(inputs)
         sub["input_ids"] = rows.masked_fill(replaced, mask_id).reshape(inputs["input_ids"].shape)
+        if getattr(model.config, "is_encoder_decoder", False):  # its per-token outputs follow the decoder's tokens
+            yield sub
+            return
         index = torch.arange(rows.shape[1], device=rows.device).expand(rows.shape)
-        yield SubBatch(sub, index, ~replaced)
+        yield SubBatch(sub, index, ~replaced)  # per-token heads learn only where the token was not replaced
 
     def describe(self, model, masksub_type, ratio=0.5):
         if masksub_type != "mask":
