@@ -464,3 +464,33 @@ def test_token_classifier_trains_with_mask_and_logs_both_losses(tok, movie_revie
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
     assert seen[1] < seen[0] and seen[3] < seen[2]  # per step: main on all tokens, sub on fewer
+
+
+# models whose positions no scheme can keep: their tokens are masked in place, never dropped with wrong positions
+UNKNOWN_POSITIONS = {
+    "ALiBi (bloom)": (lambda: T.BloomForSequenceClassification(T.BloomConfig(
+        vocab_size=1000, hidden_size=32, n_layer=2, n_head=2, pad_token_id=0)), "ALiBi"),
+    "T5-style relative bias (t5 encoder)": (lambda: T.T5ForTokenClassification(T.T5Config(
+        vocab_size=1000, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, pad_token_id=0)),
+        "relative attention bias"),
+    "sinusoidal positions from the length (roformer)": (lambda: T.RoFormerForSequenceClassification(T.RoFormerConfig(
+        **SMALL)), "no position embedding, position_ids argument"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNKNOWN_POSITIONS))
+def test_models_with_unknown_positions_mask_in_place_or_are_refused(case, tok, movie_reviews, tmp_path):
+    make, reason = UNKNOWN_POSITIONS[case]
+    torch.manual_seed(0)
+    model = make().eval()
+    family = find_family(model)
+    assert isinstance(family, MaskTokenTextFamily)
+    with pytest.raises(ValueError, match=reason):
+        MaskSubTrainer(model=model, args=args(tmp_path, masksub_type="mask"))
+    model.config.mask_token_id = tok.mask_token_id
+    MaskSubTrainer(model=model, args=args(tmp_path, masksub_type="mask"))
+    batch = _padded(tok, movie_reviews, "right")
+    batch.pop("token_type_ids")
+    with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
+        model(**sub)
+    assert sub["input_ids"].shape == batch["input_ids"].shape and sub["input_ids"].eq(tok.mask_token_id).any()

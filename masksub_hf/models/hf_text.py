@@ -75,8 +75,20 @@ class _TokenDroppingFamily(Family):
         if masksub_type != "mask":
             return super().describe(model, masksub_type, ratio)
         schemes = ", ".join(s.name for s in schemes_of(model))
-        return (f"MaskSub: tokens dropped at ratio {ratio} (each sequence keeps {self.keeps} and "
-                f"1 - {ratio} of its other real tokens); original positions kept through: {schemes}")
+        return (f"MaskSub: tokens dropped (each sequence keeps {self.keeps} and drops {ratio} of its other real "
+                f"tokens); original positions kept through: {schemes}{_neighbour_note(model)}")
+
+
+def _neighbour_note(model):
+    """What still counts neighbours among the kept tokens rather than in the original text."""
+    config = model.config
+    window = next((getattr(config, a) for a in ("local_attention", "sliding_window", "attention_window")
+                   if getattr(config, a, None)), None)
+    if window:
+        return f"; its local attention window ({window}) spans kept tokens, so it reaches further into the original text"
+    if getattr(config, "conv_kernel_size", 0) or getattr(config, "model_type", "") == "convbert":
+        return "; its convolution over neighbouring tokens sees the kept neighbours"
+    return ""
 
 
 class TextEncoderFamily(_TokenDroppingFamily):
@@ -169,7 +181,8 @@ class MaskTokenTextFamily(Family):
     def refusal(self, model, masksub_type):
         if masksub_type == "mask" and self.mask_token_id(model) is None:
             where = getattr(model.config, "_name_or_path", "") or "(no directory)"
-            reason = unknown_positions(model) or "it has no position scheme that token dropping knows"
+            reason = ("it is an encoder-decoder model" if getattr(model.config, "is_encoder_decoder", False)
+                      else unknown_positions(model) or "it has no position scheme that token dropping knows")
             return (f"its tokens cannot be dropped ({reason}), and no mask token id is known to mask them in place: "
                     f"config.mask_token_id is not set and no tokenizer with a mask token is saved at {where} "
                     "(set model.config.mask_token_id = tokenizer.mask_token_id)")
