@@ -116,10 +116,6 @@ def _batch(tok, reviews, name, n=6):
     return enc
 
 
-def _hooks_left(model):
-    return [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
-
-
 def _hook_count(model):
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
@@ -134,7 +130,7 @@ def _masked_full_reference(model, batch, sub):
     length = batch["input_ids"].shape[-1]
     visible = torch.zeros(batch["input_ids"].reshape(-1, length).shape, dtype=torch.long)
     visible.scatter_(1, sub.index, sub.kept.long())
-    return model(**{**batch, "attention_mask": visible.reshape(*lead, length)}).logits
+    return model(**{**batch, "attention_mask": visible.reshape(*lead, length)}, output_hidden_states=True)
 
 
 def _first_block_tokens(model, run):
@@ -148,6 +144,17 @@ def _first_block_tokens(model, run):
     return seen[0]
 
 
+QK = ("query", "key", "q_lin", "k_lin", "q", "k", "c_attn", "q_proj", "k_proj", "Wqkv", "query_proj", "key_proj")
+
+
+def _sharpen_attention(model, factor=20.0):
+    """Random attention is near uniform, where positions hardly matter; sharpen it so that they visibly do."""
+    with torch.no_grad():
+        for module_name, module in model.named_modules():
+            if module_name.rsplit(".", 1)[-1] in QK and hasattr(module, "weight"):
+                module.weight.mul_(factor)
+
+
 def _verify_mask(name, model, batch):
     family = find_family(model)
     ids = batch["input_ids"].reshape(-1, batch["input_ids"].shape[-1])
@@ -155,23 +162,11 @@ def _verify_mask(name, model, batch):
     words, outputs = [], []
     handle = model.register_forward_pre_hook(lambda m, a, kw: words.append(kw["input_ids"].clone()), with_kwargs=True)
     with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
-        tokens_in = _first_block_tokens(model, lambda: outputs.append(model(**sub).logits))
+        tokens_in = _first_block_tokens(model, lambda: outputs.append(model(**sub, output_hidden_states=True)))
     handle.remove()
-    received, sub_logits = words[0].reshape(-1, words[0].shape[-1]), outputs[0]
+    received = words[0].reshape(-1, words[0].shape[-1])
     real = valid.sum(1)
-    if family.mask_kind(model) == "tokens dropped":
-        index, kept = sub.index, sub.kept
-        # fewer tokens reach the first layer: each row keeps its always-kept token and half of the others
-        assert tokens_in == received.shape[1] == index.shape[1] < ids.shape[1]
-        assert kept.sum(1).tolist() == (real - ((real - 1) * 0.5).floor().long()).tolist()
-        assert torch.equal(received[kept], ids.gather(1, index)[kept])  # the kept tokens, in original order
-        assert valid.gather(1, index)[kept].all() and (index.diff(dim=1)[kept[:, 1:]] > 0).all()
-        if name in DECODERS:  # the token the classifier pools: the rightmost non-pad one, left padding
-            pooled = ids.shape[1] - 1 - (ids != model.config.pad_token_id).flip(1).int().argmax(1)
-            assert (pooled == ids.shape[1] - 1).all() and (index == pooled[:, None]).any(1).all()
-        else:  # [CLS]
-            assert (index[:, 0] == 0).all()
-    else:  # mask token in place: same length, ratio of the real non-special tokens replaced, specials kept
+    if family.mask_kind(model) != "tokens dropped":  # mask token in place: same length, specials kept
         mask_id = family.mask_token_id(model)
         replaced = received.eq(mask_id) & ~ids.eq(mask_id)
         assert received.shape == ids.shape and torch.equal(received[~replaced], ids[~replaced])
@@ -179,13 +174,31 @@ def _verify_mask(name, model, batch):
         assert not replaced[protected].any()
         assert replaced.sum(1).tolist() == ((~protected).sum(1) * 0.5).floor().long().tolist()
         return
-    # the kept tokens had their original positions: the same logits as the full batch with the others hidden
+    index, kept = sub.index, sub.kept
+    # fewer tokens reach the first layer: each row keeps its always-kept token and half of the others
+    assert tokens_in == received.shape[1] == index.shape[1] < ids.shape[1]
+    assert kept.sum(1).tolist() == (real - ((real - 1) * 0.5).floor().long()).tolist()
+    assert torch.equal(received[kept], ids.gather(1, index)[kept])  # the kept tokens, in original order
+    assert valid.gather(1, index)[kept].all() and (index.diff(dim=1)[kept[:, 1:]] > 0).all()
+    if name in DECODERS:  # the token the classifier pools: the rightmost non-pad one, left padding
+        pooled = ids.shape[1] - 1 - (ids != model.config.pad_token_id).flip(1).int().argmax(1)
+        assert (pooled == ids.shape[1] - 1).all() and (index == pooled[:, None]).any(1).all()
+    else:  # [CLS]
+        assert (index[:, 0] == 0).all()
+    # the kept tokens had their original positions: the same as the full batch with the others hidden
     with torch.no_grad():
         reference = _masked_full_reference(model, batch, sub)
-    if reference.dim() == 3:  # per-token logits: compare at the kept tokens' original columns
-        reference = reference.gather(1, index[..., None].expand(-1, -1, reference.shape[-1]))[kept]
+    sub_logits, reference_logits = outputs[0].logits, reference.logits
+    if reference_logits.dim() == 3:  # per-token logits: compare at the kept tokens' original columns
+        reference_logits = _at(reference_logits, index)[kept]
         sub_logits = sub_logits[kept]
-    assert torch.allclose(sub_logits, reference, atol=1e-4), (sub_logits - reference).abs().max()
+    assert torch.allclose(sub_logits, reference_logits, atol=1e-4), (sub_logits - reference_logits).abs().max()
+    hidden, reference_hidden = outputs[0].hidden_states[-1], _at(reference.hidden_states[-1], index)
+    assert torch.allclose(hidden[kept], reference_hidden[kept], atol=1e-4), (hidden[kept] - reference_hidden[kept]).abs().max()
+
+
+def _at(x, index):
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
 def _verify_sub_differs(model, batch, masksub_type):
@@ -203,7 +216,6 @@ def _verify_sub_differs(model, batch, masksub_type):
     assert torch.equal(again, main) and (perturbed - main).abs().max() > 1e-6
     after, sites_after = _state(model)
     assert sites_after == sites and all(torch.equal(before[k], after[k]) for k in before)
-    assert not _hooks_left(model)
 
 
 @pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
@@ -220,11 +232,15 @@ def test_every_text_model_perturbs_or_is_refused_at_construction(name, masksub_t
     MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))  # built without complaint
     assert family.describe(model, masksub_type).startswith({"mask": "MaskSub", "drop": "DropSub", "path": "PathSub"}[masksub_type])
     batch = _batch(tok, movie_reviews, name)
+    with torch.no_grad():
+        model(**batch, output_hidden_states=True)  # transformers keeps hooks of its own to record hidden states
+    hooks = _hook_count(model)
     if masksub_type == "mask":
+        _sharpen_attention(model)
         _verify_mask(name, model, batch)
     else:
         _verify_sub_differs(model, batch, masksub_type)
-    assert not _hooks_left(model)
+    assert _hook_count(model) == hooks  # nothing of ours left behind
 
 
 # 2. each position scheme: the sub-branch computes what the kept tokens compute alone at their original positions
@@ -276,10 +292,7 @@ def test_sub_branch_equals_the_kept_tokens_at_their_original_positions(case, tok
         import masksub_hf.models.text_positions as positions
 
         monkeypatch.setattr(positions, "accepts", lambda model, arg: arg != "position_ids")
-    with torch.no_grad():  # sharpen the random attention (near uniform at init), so that positions visibly matter
-        for module_name, module in model.named_modules():
-            if module_name.rsplit(".", 1)[-1] in ("query_proj", "key_proj", "q_proj", "k_proj", "Wqkv"):
-                module.weight.mul_(20)
+    _sharpen_attention(model)
     batch = _padded(tok, movie_reviews, side)
     if name != "bert":
         batch.pop("token_type_ids")
@@ -340,7 +353,7 @@ def test_token_classifier_pairs_kept_labelled_tokens_with_the_main_prediction_th
         main = model(**batch).logits
         with family.mask(model, batch, 0.5) as sub:
             sub_logits = model(**sub).logits
-        reference = _masked_full_reference(model, batch, sub)  # per-token logits of the kept tokens, in place
+        reference = _masked_full_reference(model, batch, sub).logits  # per-token logits of the kept tokens, in place
     inputs = {**batch, "labels": labels}
     sub_pred, main_pred = family.pair(sub_logits, main, sub, inputs)
     rows, cols = [], []
