@@ -35,7 +35,8 @@ def _build(cls, config):
 
 MODELS = {
     "bert": lambda: _build(T.BertForSequenceClassification, T.BertConfig(**SMALL)),
-    "roberta": lambda: _build(T.RobertaForSequenceClassification, T.RobertaConfig(**SMALL, max_position_embeddings=130)),
+    "roberta": lambda: _build(T.RobertaForSequenceClassification,
+                              T.RobertaConfig(**SMALL, max_position_embeddings=130)),
     "distilbert": lambda: _build(T.DistilBertForSequenceClassification, T.DistilBertConfig(
         vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64, pad_token_id=0, dropout=0.0,
         attention_dropout=0.0, seq_classif_dropout=0.0)),
@@ -73,7 +74,8 @@ MODELS = {
 
 def _bart(**kw):
     config = T.BartConfig(vocab_size=1000, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                          decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=128,
+                          decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          max_position_embeddings=128,
                           pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3, dropout=0.0,
                           attention_dropout=0.0, activation_dropout=0.0, classifier_dropout=0.0, **kw)
     return _build(T.BartForSequenceClassification, config)
@@ -194,7 +196,8 @@ def _verify_mask(name, model, batch):
         sub_logits = sub_logits[kept]
     assert torch.allclose(sub_logits, reference_logits, atol=1e-4), (sub_logits - reference_logits).abs().max()
     hidden, reference_hidden = outputs[0].hidden_states[-1], _at(reference.hidden_states[-1], index)
-    assert torch.allclose(hidden[kept], reference_hidden[kept], atol=1e-4), (hidden[kept] - reference_hidden[kept]).abs().max()
+    assert torch.allclose(hidden[kept], reference_hidden[kept], atol=1e-4), \
+        (hidden[kept] - reference_hidden[kept]).abs().max()
 
 
 def _at(x, index):
@@ -230,7 +233,8 @@ def test_every_text_model_perturbs_or_is_refused_at_construction(name, masksub_t
         assert type(model).__name__ in str(err.value) and "drop or path works" in str(err.value)
         return
     MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))  # built without complaint
-    assert family.describe(model, masksub_type).startswith({"mask": "MaskSub", "drop": "DropSub", "path": "PathSub"}[masksub_type])
+    plan = {"mask": "MaskSub", "drop": "DropSub", "path": "PathSub"}[masksub_type]
+    assert family.describe(model, masksub_type).startswith(plan)
     batch = _batch(tok, movie_reviews, name)
     with torch.no_grad():
         model(**batch, output_hidden_states=True)  # transformers keeps hooks of its own to record hidden states
@@ -309,7 +313,7 @@ def test_sub_branch_equals_the_kept_tokens_at_their_original_positions(case, tok
     relative = name.startswith("deberta")
     for b in range(batch["input_ids"].shape[0]):
         cols = sub.index[b][sub.kept[b]]
-        alone = {"input_ids": batch["input_ids"][b, cols][None], "output_hidden_states": True}  # no padding, no other row
+        alone = {"input_ids": batch["input_ids"][b, cols][None], "output_hidden_states": True}  # no padding
         if "token_type_ids" in batch:
             alone["token_type_ids"] = batch["token_type_ids"][b, cols][None]
         with torch.no_grad():
@@ -383,20 +387,25 @@ def test_multiple_choice_masks_each_choice_and_predicts_per_choice(tok, movie_re
     assert len(set(chosen)) > 1  # each choice draws its own mask
 
 
-def test_plan_says_what_each_text_model_gets(tok):
-    plans = {name: find_family(MODELS[name]()) for name in ("bert", "deberta-v3", "llama", "bart (mask token)")}
-    bert, deberta, llama, bart = (MODELS[n]() for n in plans)
-    assert plans["bert"].mask_kind(bert) == "tokens dropped" and plans["bert"].sub_cost(bert, "mask") == 0.5
-    assert "absolute position embeddings" in plans["bert"].describe(bert, "mask")
-    assert "[CLS]" in plans["bert"].describe(bert, "mask")
-    text = plans["deberta-v3"].describe(deberta, "mask")
+def test_plan_says_what_each_text_model_gets():
+    def plan(name, masksub_type="mask"):
+        model = MODELS[name]()
+        family = find_family(model)
+        return family.describe(model, masksub_type), family.mask_kind(model), family.sub_cost(model, masksub_type)
+
+    text, kind, cost = plan("bert")
+    assert kind == "tokens dropped" and cost == 0.5 and "[CLS]" in text and "absolute position embeddings" in text
+    text, _, _ = plan("deberta-v3")
     assert "DeBERTa relative distances" in text and "absolute" not in text
-    text = plans["llama"].describe(llama, "mask")
-    assert "rotary" in text and "last real token" in text
-    assert plans["bart (mask token)"].mask_kind(bart) == "mask token" and plans["bart (mask token)"].sub_cost(bart, "mask") == 1.0
-    assert "no speed-up" in plans["bart (mask token)"].describe(bart, "mask")
-    assert "dropout sites" in plans["llama"].describe(llama, "drop")
-    assert "2 residual blocks" in plans["llama"].describe(llama, "path")
+    text, _, _ = plan("mpnet")
+    assert "absolute position embeddings" in text and "relative attention bias" in text
+    text, _, _ = plan("modernbert")
+    assert "rotary" in text and "local attention window (128) counts kept tokens" in text
+    text, kind, cost = plan("llama")
+    assert kind == "tokens dropped" and cost == 0.5 and "rotary" in text and "last real token" in text
+    text, kind, cost = plan("bart (mask token)")
+    assert kind == "mask token" and cost == 1.0 and "no speed-up" in text
+    assert "dropout sites" in plan("llama", "drop")[0] and "2 residual blocks" in plan("llama", "path")[0]
 
 
 def test_mask_token_fallback_finds_the_saved_tokenizer_and_says_once_there_is_no_speed_up(
@@ -457,7 +466,7 @@ def test_decoder_trains_with_mask_left_padded_and_logs_both_losses(tok, movie_re
         tok.padding_side = "right"
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
-    assert model.is_gradient_checkpointing
+    assert model.is_activation_checkpointing
     assert len(seen) == 4 and seen[1] < seen[0] and seen[3] < seen[2]  # per step: main on all tokens, sub on fewer
 
 

@@ -7,7 +7,7 @@ from .timm import TimmFamily
 
 for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
     register_family(_family, first=False)
-for _family in (DecoderTextFamily(), MaskTokenTextFamily()):  # text: decoders drop tokens; other text models mask in place
+for _family in (DecoderTextFamily(), MaskTokenTextFamily()):  # text: decoders drop tokens, other text models mask
     register_family(_family, first=False)
 from . import open_clip as _open_clip  # noqa: F401  (registers the open_clip family first)
 

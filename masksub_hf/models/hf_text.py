@@ -16,8 +16,7 @@ from torch import nn
 from ..perturb import keep_indices
 from ..perturb.text_tokens import first_real, last_real, replaced_tokens, shorter_batch, special_tokens, token_rows
 from .base import Family, SubBatch
-from .text_positions import (accepts, original_positions, original_positions_kept, schemes_of, text_embeddings,
-                             unknown_positions)
+from .text_positions import accepts, original_positions, original_positions_kept, schemes_of, unknown_positions
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _neighbour_note(model):
     window = next((getattr(config, a) for a in ("local_attention", "sliding_window", "attention_window")
                    if getattr(config, a, None)), None)
     if window:
-        return f"; its local attention window ({window}) spans kept tokens, so it reaches further into the original text"
+        return f"; its local attention window ({window}) counts kept tokens, so it reaches further in the original text"
     if getattr(config, "conv_kernel_size", 0) or getattr(config, "model_type", "") == "convbert":
         return "; its convolution over neighbouring tokens sees the kept neighbours"
     return ""
@@ -131,7 +130,8 @@ class DecoderTextFamily(_TokenDroppingFamily):
         return last_real(valid)
 
     def refusal(self, model, masksub_type):
-        if masksub_type == "mask" and self.pools_last_token(model) and getattr(model.config, "pad_token_id", None) is None:
+        no_pad = getattr(model.config, "pad_token_id", None) is None
+        if masksub_type == "mask" and self.pools_last_token(model) and no_pad:
             return ("config.pad_token_id is not set, so the classifier cannot find the last real token it pools in a "
                     "padded batch (set model.config.pad_token_id = tokenizer.pad_token_id)")
         return super().refusal(model, masksub_type)
@@ -191,7 +191,8 @@ class MaskTokenTextFamily(Family):
     @staticmethod
     def protected_ids(model):
         config = model.config
-        names = ("bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "pad_token_id", "decoder_start_token_id")
+        names = ("bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "pad_token_id",
+                 "decoder_start_token_id")
         ids = set()
         for name in names:
             value = getattr(config, name, None)
@@ -226,4 +227,4 @@ class MaskTokenTextFamily(Family):
                 f"{self.mask_token_id(model)} in place (first, last and special tokens kept); no speed-up")
 
 
-__all__ = ["TextEncoderFamily", "DecoderTextFamily", "MaskTokenTextFamily", "text_embeddings"]
+__all__ = ["TextEncoderFamily", "DecoderTextFamily", "MaskTokenTextFamily"]

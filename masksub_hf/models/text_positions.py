@@ -140,8 +140,9 @@ class DebertaRelativePositions(PositionScheme):
         return _deberta_encoder(model) is not None
 
     def missing(self, model):
-        if getattr(model.config, "model_type", None) != "deberta-v2":
-            return f"its relative attention ({getattr(model.config, 'model_type', '?')}) lays out relative_pos differently from DeBERTa-v2"
+        kind = getattr(model.config, "model_type", None)
+        if kind != "deberta-v2":
+            return f"its relative attention ({kind}) lays out relative_pos differently from DeBERTa-v2"
         return None
 
     @staticmethod
