@@ -516,3 +516,21 @@ def test_models_with_unknown_positions_mask_in_place_or_are_refused(case, tok, m
     with torch.no_grad(), family.mask(model, batch, 0.5) as sub:
         model(**sub)
     assert sub["input_ids"].shape == batch["input_ids"].shape and sub["input_ids"].eq(tok.mask_token_id).any()
+
+
+def test_packed_rows_keep_the_start_of_every_sequence(tok, movie_reviews):
+    """Padding-free packing (DataCollatorWithFlattening): one row, position_ids restarting per sequence."""
+    from transformers import DataCollatorWithFlattening
+
+    enc = tok([t for t, _ in movie_reviews[:4]], truncation=True, max_length=16)
+    batch = DataCollatorWithFlattening(return_tensors="pt")([{"input_ids": ids} for ids in enc["input_ids"]])
+    batch.pop("labels")
+    model = MODELS["llama"]()
+    starts = batch["position_ids"].eq(0).nonzero()[:, 1]
+    assert len(starts) == 4
+    with torch.no_grad(), find_family(model).mask(model, dict(batch), 0.5) as sub:
+        model(**sub)
+    assert sub["input_ids"].shape[1] < batch["input_ids"].shape[1]
+    assert set(starts.tolist()) <= set(sub.index[0].tolist())  # every sequence still starts at position 0
+    assert sub["position_ids"].eq(0).sum() == 4
+    assert torch.equal(sub["position_ids"][0], batch["position_ids"][0, sub.index[0]])

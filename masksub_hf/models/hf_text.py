@@ -63,8 +63,13 @@ class _TokenDroppingFamily(Family):
     def mask(self, model, inputs, ratio):
         _check_ids(inputs)
         _, rows, valid = token_rows(inputs)
-        index, kept = keep_indices(valid, ratio, always=self.always_kept(model, rows, valid))
-        positions = self.original_positions(model, inputs).reshape(rows.shape).gather(1, index)
+        full = self.original_positions(model, inputs).reshape(rows.shape)
+        always = self.always_kept(model, rows, valid)
+        if inputs.get("position_ids") is not None:  # packed rows: each sequence restarts its positions, and
+            # flash attention finds the boundaries there (position == the row's first position): keep every start
+            always = always | (valid & full.eq(full.min(1, keepdim=True).values))
+        index, kept = keep_indices(valid, ratio, always=always)
+        positions = full.gather(1, index)
         pad = getattr(model.config, "pad_token_id", None)
         with original_positions_kept(model, index, positions) as overrides:
             sub = shorter_batch(inputs, index, kept, pad if pad is not None else 0, overrides)
