@@ -534,3 +534,13 @@ def test_packed_rows_keep_the_start_of_every_sequence(tok, movie_reviews):
     assert set(starts.tolist()) <= set(sub.index[0].tolist())  # every sequence still starts at position 0
     assert sub["position_ids"].eq(0).sum() == 4
     assert torch.equal(sub["position_ids"][0], batch["position_ids"][0, sub.index[0]])
+
+
+@pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
+def test_question_answering_heads_are_refused_at_construction(masksub_type, tmp_path):
+    """start/end logits over positions: no prediction for the relaxed loss, so not a crash at step 1 but a refusal."""
+    for model in (_build(T.BertForQuestionAnswering, T.BertConfig(**SMALL)),
+                  _build(T.LlamaForQuestionAnswering, T.LlamaConfig(**DECODER))):
+        with pytest.raises(ValueError, match="start/end logits") as err:
+            MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+        assert type(model).__name__ in str(err.value) and "no masksub_type works" in str(err.value)

@@ -35,6 +35,14 @@ def is_causal(model: nn.Module) -> bool:
     return any(getattr(m, "is_causal", None) is True for m in model.modules())
 
 
+def head_refusal(model: nn.Module):
+    """Heads whose output MaskSub's relaxed losses do not cover, refused for every type at construction."""
+    if type(model).__name__.endswith("ForQuestionAnswering"):
+        return ("its output is start/end logits over token positions, not a prediction per example or per token "
+                "(`logits`) for the relaxed loss to match")
+    return None
+
+
 def _check_ids(inputs):
     if "input_ids" not in inputs:
         raise ValueError("--masksub_type mask on a text model needs input_ids in the batch (inputs_embeds alone "
@@ -74,6 +82,9 @@ class _TokenDroppingFamily(Family):
         with original_positions_kept(model, index, positions) as overrides:
             sub = shorter_batch(inputs, index, kept, pad if pad is not None else 0, overrides)
             yield SubBatch(sub, index, kept)
+
+    def refusal(self, model, masksub_type):
+        return head_refusal(model) or super().refusal(model, masksub_type)
 
     def describe(self, model, masksub_type, ratio=0.5):
         if masksub_type != "mask":
@@ -184,6 +195,8 @@ class MaskTokenTextFamily(Family):
         return self._mask_ids[model]
 
     def refusal(self, model, masksub_type):
+        if head_refusal(model):
+            return head_refusal(model)
         if masksub_type == "mask" and self.mask_token_id(model) is None:
             where = getattr(model.config, "_name_or_path", "") or "(no directory)"
             reason = ("it is an encoder-decoder model" if getattr(model.config, "is_encoder_decoder", False)
