@@ -241,6 +241,8 @@ class MaskTokenTextFamily(Family):
     def describe(self, model, masksub_type, ratio=0.5):
         if masksub_type != "mask":
             return super().describe(model, masksub_type, ratio)
+        if self.refusal(model, "mask"):
+            return f"MaskSub: refused: {self.refusal(model, 'mask')}"
         return (f"MaskSub: {ratio} of each sequence's real tokens replaced by the mask token id "
                 f"{self.mask_token_id(model)} in place (first, last and special tokens kept); no speed-up")
 
