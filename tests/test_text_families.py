@@ -406,6 +406,7 @@ def test_plan_says_what_each_text_model_gets():
     text, kind, cost = plan("bart (mask token)")
     assert kind == "mask token" and cost == 1.0 and "no speed-up" in text
     assert plan("bart without mask token")[0].startswith("MaskSub: refused: its tokens cannot be dropped")
+    assert plan("gpt2 without pad_token_id")[0].startswith("MaskSub: refused: config.pad_token_id is not set")
     assert "dropout sites" in plan("llama", "drop")[0] and "2 residual blocks" in plan("llama", "path")[0]
 
 

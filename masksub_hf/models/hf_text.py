@@ -89,6 +89,8 @@ class _TokenDroppingFamily(Family):
     def describe(self, model, masksub_type, ratio=0.5):
         if masksub_type != "mask":
             return super().describe(model, masksub_type, ratio)
+        if self.refusal(model, "mask"):
+            return f"MaskSub: refused: {self.refusal(model, 'mask')}"
         schemes = ", ".join(s.name for s in schemes_of(model))
         return (f"MaskSub: tokens dropped (each sequence keeps {self.keeps} and drops {ratio} of its other real "
                 f"tokens); original positions kept through: {schemes}{_neighbour_note(model)}")
