@@ -546,3 +546,21 @@ def test_question_answering_heads_are_refused_at_construction(masksub_type, tmp_
         with pytest.raises(ValueError, match="start/end logits") as err:
             MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
         assert type(model).__name__ in str(err.value) and "no masksub_type works" in str(err.value)
+
+
+def test_multiple_choice_trains_with_mask_and_logs_both_losses(tok, movie_reviews, tmp_path):
+    from datasets import Dataset
+
+    model = MODELS["multiple-choice (roberta)"]()
+    texts = [t for t, _ in movie_reviews[:16]]
+    enc = tok([t for t in texts for _ in range(2)], [t for t in texts[::-1] for _ in range(2)], truncation=True,
+              max_length=24, padding="max_length")
+    rows = {k: [v[i:i + 2] for i in range(0, len(v), 2)] for k, v in enc.items() if k != "token_type_ids"}
+    data = Dataset.from_dict({**rows, "labels": [i % 2 for i in range(16)]})
+    seen, handle = _token_counter(model)
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, max_steps=2), train_dataset=data)
+    trainer.train()
+    handle.remove()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
+    assert seen[0] == 24 and seen[1] < 24  # every choice of the sub-branch is shorter
