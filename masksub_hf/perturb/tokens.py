@@ -13,7 +13,8 @@ def keep_indices(valid: torch.Tensor, ratio: float, num_prefix: int = 1, always:
     valid: (B, L) bool, True for real tokens (padding is never kept).
     The first `num_prefix` positions (CLS, distillation token...) are always kept and never
     count as droppable; `always` (B, L) bool, when given, names those tokens instead (the pooled
-    last token of a left-padded decoder batch is not at a fixed position). Returns (index, kept): index (B, K) into the sequence in original order,
+    last token of a left-padded decoder batch is not at a fixed position).
+    Returns (index, kept): index (B, K) into the sequence in original order,
     kept (B, K) bool marking the real entries (rows shorter than K are padded at the end).
     """
     batch, length = valid.shape
