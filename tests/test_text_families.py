@@ -81,6 +81,20 @@ def _bart(**kw):
     return _build(T.BartForSequenceClassification, config)
 
 
+def test_keep_indices_keeps_the_named_tokens_wherever_they_are():
+    from masksub_hf.perturb import keep_indices
+    from masksub_hf.perturb.text_tokens import first_real, last_real
+
+    valid = torch.tensor([[0] * 6 + [1] * 10, [1] * 16, [0] * 13 + [1] * 3]).bool()  # left padding
+    assert first_real(valid).nonzero()[:, 1].tolist() == [6, 0, 13]
+    assert last_real(valid).nonzero()[:, 1].tolist() == [15, 15, 15]
+    for _ in range(20):
+        index, kept = keep_indices(valid, 0.5, always=last_real(valid))
+        assert kept.sum(1).tolist() == [1 + 9 - 4, 1 + 15 - 7, 1 + 2 - 1]
+        assert valid.gather(1, index)[kept].all()  # padding never kept
+        assert all(15 in row[k].tolist() for row, k in zip(index, kept))  # the last real token always
+
+
 # what each cell must do: a family that perturbs, or a construction-time refusal naming the reason
 EXPECTED_FAMILY = {name: TextEncoderFamily for name in MODELS}
 EXPECTED_FAMILY.update({"gpt2": DecoderTextFamily, "llama": DecoderTextFamily, "qwen2": DecoderTextFamily,
