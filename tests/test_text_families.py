@@ -125,9 +125,7 @@ def _batch(tok, reviews, name, n=6):
         enc = dict(tok(texts, truncation=True, max_length=20, padding=True, return_tensors="pt"))
     finally:
         tok.padding_side = "right"
-    if name in DECODERS or name.startswith("bart") or name == "modernbert" or "roberta" in name:
-        enc.pop("token_type_ids", None)
-    if name in ("distilbert", "mpnet") or name.startswith("deberta-v3") or name.startswith("token-classifier"):
+    if name not in ("bert", "albert", "electra", "deberta-v2"):  # the others take no sentence-pair token types
         enc.pop("token_type_ids", None)
     return enc
 
