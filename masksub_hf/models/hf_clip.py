@@ -90,6 +90,8 @@ def _accepts(model: nn.Module, argument: str) -> bool:
 
 class ImageTextFamily(Family):
     name = "HF image-text models (CLIPModel, SiglipModel, VisionTextDualEncoderModel: vision_model + text_model)"
+    mask_doc = ("drops vision patch tokens after the position embedding (CLS/registers kept; CNN or windowed "
+                "towers: pixel blocks); with `mask_text`, also caption tokens, the pooled token kept")
 
     def __init__(self, mask_text: bool = False):
         self.mask_text = mask_text

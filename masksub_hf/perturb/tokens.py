@@ -7,18 +7,23 @@ def random_scores(shape, device) -> torch.Tensor:
     return torch.rand(shape, device=device)
 
 
-def keep_indices(valid: torch.Tensor, ratio: float, num_prefix: int = 1):
+def keep_indices(valid: torch.Tensor, ratio: float, num_prefix: int = 1, always: torch.Tensor = None):
     """Choose, per sample, which tokens to keep after dropping `ratio` of the droppable ones.
 
     valid: (B, L) bool, True for real tokens (padding is never kept).
     The first `num_prefix` positions (CLS, distillation token...) are always kept and never
-    count as droppable. Returns (index, kept): index (B, K) into the sequence in original order,
+    count as droppable; `always` (B, L) bool, when given, names those tokens instead (the pooled
+    last token of a left-padded decoder batch is not at a fixed position).
+    Returns (index, kept): index (B, K) into the sequence in original order,
     kept (B, K) bool marking the real entries (rows shorter than K are padded at the end).
     """
     batch, length = valid.shape
     valid = valid.bool()
-    prefix = torch.zeros_like(valid)
-    prefix[:, :num_prefix] = True
+    if always is not None:
+        prefix = always.bool() & valid
+    else:
+        prefix = torch.zeros_like(valid)
+        prefix[:, :num_prefix] = True
     droppable = valid & ~prefix
     n_droppable = droppable.sum(1)
     n_keep = (valid & prefix).sum(1) + n_droppable - (n_droppable * ratio).floor().long()
