@@ -15,7 +15,8 @@ def test_inspect_prints_the_plan_of_a_local_model_directory(tmp_path, capsys):
     assert main([str(tmp_path / "bert")]) == 0
     out = capsys.readouterr().out
     assert "model: BertForSequenceClassification" in out and "family: HF text encoders" in out
-    assert re.search(r"mask .*tokens dropped at ratio 0.5; sub-branch about 0.50x .* a step about 1.50x", out)
+    assert re.search(r"mask .*tokens dropped .*drops 0.5 of its other real tokens.*absolute position embeddings; "
+                     r"sub-branch about 0.50x .* a step about 1.50x", out)
     assert re.search(r"drop .*\d+ dropout sites raised to p=0.5", out)
     assert re.search(r"path .*2 residual blocks skipped", out)
 
