@@ -1,0 +1,106 @@
+"""HF vision models that cannot drop tokens but carry a mask-token door: `bool_masked_pos`.
+
+BEiT and Data2Vec-vision as released add a relative position bias over the full patch grid in
+every layer, and Swin attends within fixed windows, so neither can take fewer tokens. Their
+embeddings accept `bool_masked_pos` and replace the masked patches with a learnable mask token;
+MaskSub uses that door, as the paper does for Swin:
+- BEiT / Data2Vec-vision (one CLS token, ViT-style fine-tuning): random single patches, the ViT
+  recipe, `ratio` of the patch positions.
+- Swin (windows, no CLS): the paper's 32 x 32-pixel blocks (8 x 8 patches of 4 px at 224 px),
+  keeping `block_mask`'s 7 x 7 grid on smaller images.
+The cost is a full forward (every position is still computed).
+
+Classifiers are usually loaded without the token (BEiT/Data2Vec: `use_mask_token=False`; Swin's
+classifier never builds one). Then MaskSubTrainer creates it at construction, zero-initialised as
+transformers initialises it, before the optimizer exists so it is trained with the model, and says
+so in the log. For BEiT/Data2Vec the config's `use_mask_token` is set, so a saved checkpoint loads
+it back; Swin's classifier has no such flag, so when a checkpoint is loaded into the trained model
+its missing mask token is accepted (the token is a training-time device; predictions never use it).
+"""
+import inspect
+import logging
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..perturb.positions import masked_positions
+from .base import Family
+from .hf_vit import _embeddings, has_relative_position_bias
+
+logger = logging.getLogger(__name__)
+
+
+def _accepts_bool_masked_pos(fn) -> bool:
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == "bool_masked_pos" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+class MaskTokenFamily(Family):
+    name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin)"
+
+    def matches(self, model):
+        emb = _embeddings(model)
+        if emb is None or not hasattr(emb, "patch_embeddings") or not hasattr(emb, "mask_token"):
+            return False
+        if not ("bool_masked_pos" in inspect.signature(emb.forward).parameters and _accepts_bool_masked_pos(model.forward)):
+            return False
+        droppable = torch.is_tensor(getattr(emb, "cls_token", None)) and not has_relative_position_bias(model)
+        return not droppable  # ViTFamily drops those models' tokens instead (cheaper)
+
+    def windowed(self, model) -> bool:
+        """Swin-style models (no CLS token): the paper masks 32 x 32-pixel blocks there."""
+        return not torch.is_tensor(getattr(_embeddings(model), "cls_token", None))
+
+    def mask_kind(self, model):
+        what = "32x32-pixel blocks" if self.windowed(model) else "random patches"
+        created = "" if _embeddings(model).mask_token is not None else "; the token is created at construction and trained"
+        return f"mask token ({what} replaced through bool_masked_pos{created})"
+
+    # ---- the mask token ------------------------------------------------------------------------
+    def check(self, model, masksub_type):
+        super().check(model, masksub_type)
+        if masksub_type == "mask":
+            self.ensure_mask_token(model)
+
+    def ensure_mask_token(self, model) -> nn.Parameter:
+        """The model's mask token; created (zeros, trainable) when the classifier was built without one."""
+        emb = _embeddings(model)
+        if emb.mask_token is not None:
+            return emb.mask_token
+        weight = emb.patch_embeddings.projection.weight
+        emb.mask_token = nn.Parameter(torch.zeros(1, 1, weight.shape[0], device=weight.device, dtype=weight.dtype))
+        if hasattr(model.config, "use_mask_token"):  # BEiT / Data2Vec: from_pretrained rebuilds it from the config
+            model.config.use_mask_token = True
+        else:  # Swin: the classifier never builds it, so a checkpoint loaded back lacks it
+            emb.register_load_state_dict_post_hook(_accept_missing_mask_token)
+        logger.warning(
+            f"masksub_type mask: {type(model).__name__} was built without a mask token; MaskSub created one "
+            f"({tuple(emb.mask_token.shape)}, zeros, trained with the model) to replace the masked patches through "
+            "bool_masked_pos, as the paper does for Swin. It only acts in the sub-branch; predictions never use it.")
+        return emb.mask_token
+
+    @contextmanager
+    def mask(self, model, inputs, ratio):
+        emb = _embeddings(model)
+        if emb.mask_token is None:
+            raise ValueError(f"{type(model).__name__} has no mask token yet: call family.check(model, 'mask') before "
+                             "training (MaskSubTrainer does, at construction), so the created token is trained.")
+        pixels = inputs["pixel_values"]
+        (ph, pw), (h, w) = _pair(emb.patch_embeddings.patch_size), pixels.shape[-2:]
+        block = 1
+        if self.windowed(model):  # block_mask's pixel block (32 px at 224 px), in patches
+            block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
+        masked = masked_positions(pixels.shape[0], (math.ceil(h / ph), math.ceil(w / pw)), ratio, block, pixels.device)
+        yield {**inputs, "bool_masked_pos": masked}
+
+
+def _accept_missing_mask_token(module, incompatible_keys):
+    """Loading a Swin checkpoint (which cannot carry the created mask token) keeps the current token."""
+    for key in [k for k in incompatible_keys.missing_keys if k == "mask_token" or k.endswith(".mask_token")]:
+        incompatible_keys.missing_keys.remove(key)
