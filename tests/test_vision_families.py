@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (BeitConfig, BeitForImageClassification, ConvNextConfig, ConvNextForImageClassification,
+                          Data2VecVisionConfig, Data2VecVisionForImageClassification, Swinv2Config,
+                          Swinv2ForImageClassification,
                           DeiTConfig, DeiTForImageClassification, Dinov2Config, Dinov2ForImageClassification,
                           Dinov2WithRegistersConfig, Dinov2WithRegistersForImageClassification, MobileViTConfig,
                           MobileViTForImageClassification, ResNetConfig, ResNetForImageClassification, SwinConfig,
@@ -51,6 +53,12 @@ MODELS = {
     "swin": (lambda: SwinForImageClassification(SwinConfig(
         image_size=56, patch_size=4, num_channels=1, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7,
         drop_path_rate=0.0, num_labels=10)), 56, None, None),
+    "data2vec_vision": (lambda: Data2VecVisionForImageClassification(Data2VecVisionConfig(
+        image_size=16, intermediate_size=64, use_relative_position_bias=True, use_absolute_position_embeddings=False,
+        use_mean_pooling=True, drop_path_rate=0.0, **VIT)), 16, None, None),
+    "swinv2": (lambda: Swinv2ForImageClassification(Swinv2Config(
+        image_size=56, patch_size=4, num_channels=1, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7,
+        drop_path_rate=0.0, num_labels=10)), 56, None, None),
     # layer scale 1.0 (a trained model's scale, not the 1e-6 start): the residual branches matter
     "convnext": (lambda: ConvNextForImageClassification(ConvNextConfig(
         num_channels=1, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, num_labels=10,
@@ -79,6 +87,8 @@ MATRIX = {
     "dinov2": (TOKENS, DIFFERS, DIFFERS),
     "dinov2_registers": (TOKENS, DIFFERS, DIFFERS),
     "swin": (MASK_TOKEN, DIFFERS, DIFFERS),
+    "data2vec_vision": (MASK_TOKEN, DIFFERS, DIFFERS),
+    "swinv2": (MASK_TOKEN, DIFFERS, DIFFERS),
     "convnext": (PIXELS, REFUSED, DIFFERS),  # no dropout anywhere in ConvNeXt
     "resnet": (PIXELS, REFUSED, DIFFERS),  # no dropout anywhere in HF ResNet
     "mobilevit": (PIXELS, DIFFERS, DIFFERS),
@@ -132,14 +142,20 @@ def check_tokens(trainer, model, x, first_block, prefix):
 def check_mask_token(trainer, model, x, block):
     emb = model.base_model.embeddings
     received, outputs = [], []
-    pre = emb.register_forward_pre_hook(lambda m, a, kw: received.append(kw.get("bool_masked_pos")), with_kwargs=True)
+    # what the embeddings' forward really receives (registered first, so it runs after the family's pre-hook)
+    receive = emb.forward
+    emb.forward = lambda *a, **kw: received.append(kw.get("bool_masked_pos")) or receive(*a, **kw)
     post = emb.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+    before = structure(model)
     with torch.no_grad():
         model(pixel_values=x)
         with trainer.perturbed(model, {"pixel_values": x}) as sub:
             model(**sub)
-    pre.remove(), post.remove()
-    assert received[0] is None and torch.equal(received[1], sub["bool_masked_pos"])  # the model's own door
+    assert structure(model) == before  # nothing left behind
+    post.remove()
+    del emb.forward
+    assert sub == {"pixel_values": x}
+    assert received[0] is None and received[1].dtype == torch.bool  # the model's own door, in the sub-branch only
     masked = received[1]
     grid = int(math.isqrt(masked.shape[1]))
     cells = (grid // block) ** 2
@@ -195,7 +211,7 @@ def test_vision_matrix(name, masksub_type, outcome, digits, tmp_path):
         check_tokens(trainer, model, x, first_block, prefix)
     elif outcome == MASK_TOKEN:
         assert trainer.family.mask_kind(model).startswith("mask token")
-        check_mask_token(trainer, model, x, block=2 if name == "swin" else 1)
+        check_mask_token(trainer, model, x, block=2 if name.startswith("swin") else 1)
     elif outcome == PIXELS:
         assert trainer.family.mask_kind(model).startswith("pixel blocks")
         check_pixels(trainer, model, x)
@@ -261,3 +277,16 @@ def test_mask_token_model_trains_its_created_token_and_logs_both_branches(digits
     # a checkpoint of the trained model loads back into it (the classifier cannot carry the token)
     trainer.save_model(str(tmp_path / "saved"))
     assert trainer._load_pretrained_weights(str(tmp_path / "saved"))
+
+
+def test_created_beit_mask_token_is_saved_and_loaded_back(tmp_path):
+    """BEiT's config says whether the model has a mask token: it is set, so the checkpoint carries it."""
+    build = MODELS["beit"][0]
+    model = _seeded(build)
+    MaskSubTrainer(model=model, args=args(tmp_path, masksub_type="mask"))
+    assert model.config.use_mask_token
+    with torch.no_grad():
+        model.beit.embeddings.mask_token.fill_(0.25)
+    model.save_pretrained(tmp_path / "beit")
+    loaded = BeitForImageClassification.from_pretrained(tmp_path / "beit")
+    assert torch.equal(loaded.beit.embeddings.mask_token, model.beit.embeddings.mask_token)

@@ -1,4 +1,4 @@
-"""HF vision models that cannot drop tokens but carry a mask-token door: `bool_masked_pos`.
+"""HF vision models that cannot drop tokens but carry a mask-token door: their embeddings' `bool_masked_pos`.
 
 BEiT and Data2Vec-vision as released add a relative position bias over the full patch grid in
 every layer, and Swin attends within fixed windows, so neither can take fewer tokens. Their
@@ -8,7 +8,10 @@ MaskSub uses that door, as the paper does for Swin:
   recipe, `ratio` of the patch positions.
 - Swin (windows, no CLS): the paper's 32 x 32-pixel blocks (8 x 8 patches of 4 px at 224 px),
   keeping `block_mask`'s 7 x 7 grid on smaller images.
-The cost is a full forward (every position is still computed).
+The cost is a full forward (every position is still computed). The mask is handed to the
+embeddings' own `bool_masked_pos` argument (a pre-hook), not to the classifier: Data2Vec-vision's
+and Swinv2's classifiers accept **kwargs but do not pass them on, so a mask given there is
+silently ignored.
 
 Classifiers are usually loaded without the token (BEiT/Data2Vec: `use_mask_token=False`; Swin's
 classifier never builds one). Then MaskSubTrainer creates it at construction, zero-initialised as
@@ -32,11 +35,6 @@ from .hf_vit import _embeddings, has_relative_position_bias
 logger = logging.getLogger(__name__)
 
 
-def _accepts_bool_masked_pos(fn) -> bool:
-    params = inspect.signature(fn).parameters.values()
-    return any(p.name == "bool_masked_pos" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
 def _pair(value):
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
@@ -48,7 +46,7 @@ class MaskTokenFamily(Family):
         emb = _embeddings(model)
         if emb is None or not hasattr(emb, "patch_embeddings") or not hasattr(emb, "mask_token"):
             return False
-        if not ("bool_masked_pos" in inspect.signature(emb.forward).parameters and _accepts_bool_masked_pos(model.forward)):
+        if "bool_masked_pos" not in inspect.signature(emb.forward).parameters:
             return False
         droppable = torch.is_tensor(getattr(emb, "cls_token", None)) and not has_relative_position_bias(model)
         return not droppable  # ViTFamily drops those models' tokens instead (cheaper)
@@ -91,13 +89,24 @@ class MaskTokenFamily(Family):
         if emb.mask_token is None:
             raise ValueError(f"{type(model).__name__} has no mask token yet: call family.check(model, 'mask') before "
                              "training (MaskSubTrainer does, at construction), so the created token is trained.")
-        pixels = inputs["pixel_values"]
-        (ph, pw), (h, w) = _pair(emb.patch_embeddings.patch_size), pixels.shape[-2:]
-        block = 1
-        if self.windowed(model):  # block_mask's pixel block (32 px at 224 px), in patches
-            block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
-        masked = masked_positions(pixels.shape[0], (math.ceil(h / ph), math.ceil(w / pw)), ratio, block, pixels.device)
-        yield {**inputs, "bool_masked_pos": masked}
+        (ph, pw), windowed = _pair(emb.patch_embeddings.patch_size), self.windowed(model)
+
+        def add_mask(module, args, kwargs):
+            pixels = args[0] if args else kwargs["pixel_values"]
+            h, w = pixels.shape[-2:]
+            block = 1
+            if windowed:  # block_mask's pixel block (32 px at 224 px), in patches
+                block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
+            masked = masked_positions(pixels.shape[0], (math.ceil(h / ph), math.ceil(w / pw)), ratio, block, pixels.device)
+            if len(args) > 1:  # passed positionally
+                return (args[0], masked) + tuple(args[2:]), kwargs
+            return args, {**kwargs, "bool_masked_pos": masked}
+
+        handle = emb.register_forward_pre_hook(add_mask, with_kwargs=True)
+        try:
+            yield inputs
+        finally:
+            handle.remove()
 
 
 def _accept_missing_mask_token(module, incompatible_keys):
