@@ -115,3 +115,33 @@ def test_lora_vit_trains_with_mask_and_the_saved_adapter_predicts_the_same(digit
         reloaded = loaded(pixel_values=x).logits
     assert not torch.allclose(plain, trained, atol=1e-4)  # the adapter changes predictions
     assert torch.allclose(reloaded, trained, atol=1e-6)
+
+
+def test_another_adapter_that_keeps_the_forward_drops_tokens_too(digits, tmp_path):
+    from peft import LoHaConfig
+
+    model = get_peft_model(tiny_vit(), LoHaConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]))
+    trainer = MaskSubTrainer(model=model.train(), args=args(tmp_path, masksub_type="mask"))
+    assert trainer.family.name.startswith("HF ViT")
+    check_tokens(trainer, model, images(digits, 16), first_layer, 1)
+
+
+@pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
+def test_prompt_tuning_is_refused_mask_at_construction_and_takes_drop_and_path(masksub_type, tmp_path):
+    from peft import PromptTuningConfig
+
+    model = get_peft_model(tiny_bert(), PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4)).train()
+    if masksub_type == "mask":  # its virtual tokens would be misaligned by token dropping: refused, not a crash
+        with pytest.raises(ValueError, match="PeftModelForSequenceClassification.*virtual tokens.*drop or path works"):
+            MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+        return
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+    batch = {"input_ids": torch.randint(5, 900, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    before = structure(model)
+    torch.manual_seed(0)
+    main = model(**batch).logits
+    with trainer.perturbed(model, batch) as sub:
+        torch.manual_seed(0)
+        assert not torch.allclose(model(**sub).logits, main, atol=1e-4)
+    torch.manual_seed(0)
+    assert torch.equal(model(**batch).logits, main) and structure(model) == before

@@ -7,8 +7,11 @@ from .timm import TimmFamily
 
 for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
     register_family(_family, first=False)
-# vision: BEiT / Data2Vec-vision with relative position bias and Swin mask through their own mask token
-from .hf_mask_token import MaskTokenFamily; register_family(MaskTokenFamily(), first=True)  # noqa: E402,E702
+# vision and PEFT: mask-token models (BEiT / Data2Vec-vision with relative position bias, Swin); prompt-learning wrappers
+from .hf_mask_token import MaskTokenFamily  # noqa: E402
+from .peft_wrappers import PromptLearningFamily  # noqa: E402
+for _family in (MaskTokenFamily(), PromptLearningFamily()):
+    register_family(_family, first=True)
 from . import open_clip as _open_clip  # noqa: F401  (registers the open_clip family first)
 
 __all__ = ["FAMILIES", "Family", "GenericFamily", "SubBatch", "base_model_of", "find_family", "register_family"]
