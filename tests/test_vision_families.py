@@ -74,8 +74,12 @@ MODELS = {
         architecture="vit_tiny_patch16_224", num_labels=10,
         model_args=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2))), 16,
                  lambda m: m.timm_model.blocks[0], 1),
+    "timm_vit_registers": (lambda: TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="vit_tiny_patch16_224", num_labels=10,
+        model_args=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2, reg_tokens=2))), 16,
+                           lambda m: m.timm_model.blocks[0], 3),
     "timm_resnet": (lambda: TimmWrapperForImageClassification(TimmWrapperConfig(
-        architecture="resnet18", num_labels=10, model_args=dict(in_chans=1))), 28, None, None),
+        architecture="resnet18", num_labels=10, model_args=dict(in_chans=1, layers=[1, 1, 1, 1]))), 28, None, None),
 }
 
 TOKENS, MASK_TOKEN, PIXELS, DIFFERS = "tokens dropped", "mask token", "pixel blocks", "sub-branch differs"
@@ -93,6 +97,7 @@ MATRIX = {
     "resnet": (PIXELS, REFUSED, DIFFERS),  # no dropout anywhere in HF ResNet
     "mobilevit": (PIXELS, DIFFERS, DIFFERS),
     "timm_vit": (TOKENS, DIFFERS, DIFFERS),
+    "timm_vit_registers": (TOKENS, DIFFERS, DIFFERS),
     "timm_resnet": (PIXELS, DIFFERS, DIFFERS),
 }
 CELLS = [(name, t, outcome) for name, outcomes in MATRIX.items() for t, outcome in zip(("mask", "drop", "path"), outcomes)]
@@ -290,3 +295,32 @@ def test_created_beit_mask_token_is_saved_and_loaded_back(tmp_path):
     model.save_pretrained(tmp_path / "beit")
     loaded = BeitForImageClassification.from_pretrained(tmp_path / "beit")
     assert torch.equal(loaded.beit.embeddings.mask_token, model.beit.embeddings.mask_token)
+
+
+CHECKPOINTED = [("swin", "mask", True), ("swin", "mask", False), ("beit", "mask", False), ("swin", "path", False),
+                ("mobilevit", "path", False)]
+
+
+@pytest.mark.parametrize("name,masksub_type,reentrant", CHECKPOINTED)
+def test_gradient_checkpointing_keeps_the_vision_perturbations(name, masksub_type, reentrant, digits, tmp_path):
+    """Checkpointed layers are recomputed in the backward pass: the same mask token positions, drop-path
+    slots and residual hooks must be in force there, so the gradients equal those without checkpointing."""
+    build, size, _, _ = MODELS[name]
+    model = _seeded(build)
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
+    trainer.current_gradient_accumulation_steps = 1
+    batch = {"pixel_values": images(digits, size, n=4), "labels": torch.tensor(digits[1][:4])}
+    grads = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        model.zero_grad()
+        torch.manual_seed(0)
+        trainer.training_step(model, dict(batch))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    plain, checkpointed = grads
+    assert plain.keys() == checkpointed.keys() and len(plain) == len(list(model.parameters()))
+    if masksub_type == "mask":
+        assert plain[next(n for n in plain if n.endswith("mask_token"))].abs().sum() > 0  # the token learns
+    for n in plain:
+        assert torch.allclose(plain[n], checkpointed[n], atol=1e-6, rtol=1e-4), n
