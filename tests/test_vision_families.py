@@ -45,6 +45,10 @@ MODELS = {
     "beit": (lambda: BeitForImageClassification(BeitConfig(
         image_size=16, intermediate_size=64, use_relative_position_bias=True, use_absolute_position_embeddings=False,
         use_mean_pooling=True, use_mask_token=False, drop_path_rate=0.0, **VIT)), 16, None, None),
+    # BEiT built with absolute positions and no relative bias: its patches can be dropped
+    "beit_absolute": (lambda: BeitForImageClassification(BeitConfig(
+        image_size=16, intermediate_size=64, use_relative_position_bias=False, use_absolute_position_embeddings=True,
+        drop_path_rate=0.0, **VIT)), 16, first_layer, 1),
     "dinov2": (lambda: Dinov2ForImageClassification(Dinov2Config(image_size=16, mlp_ratio=2, **VIT)), 16,
                first_layer, 1),
     "dinov2_registers": (lambda: Dinov2WithRegistersForImageClassification(Dinov2WithRegistersConfig(
@@ -88,6 +92,7 @@ MATRIX = {
     "vit": (TOKENS, DIFFERS, DIFFERS),
     "deit": (TOKENS, DIFFERS, DIFFERS),
     "beit": (MASK_TOKEN, DIFFERS, DIFFERS),
+    "beit_absolute": (TOKENS, DIFFERS, DIFFERS),
     "dinov2": (TOKENS, DIFFERS, DIFFERS),
     "dinov2_registers": (TOKENS, DIFFERS, DIFFERS),
     "swin": (MASK_TOKEN, DIFFERS, DIFFERS),
