@@ -82,6 +82,11 @@ MODELS = {
         architecture="vit_tiny_patch16_224", num_labels=10,
         model_args=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2, reg_tokens=2))), 16,
                            lambda m: m.timm_model.blocks[0], 3),
+    # EVA-02: rotary positions; its patch-drop slot (None at rate 0) returns the kept indices for them
+    "timm_eva": (lambda: TimmWrapperForImageClassification(TimmWrapperConfig(
+        architecture="eva02_tiny_patch14_224", num_labels=10,
+        model_args=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2))), 16,
+                 lambda m: m.timm_model.blocks[0], 1),
     "timm_resnet": (lambda: TimmWrapperForImageClassification(TimmWrapperConfig(
         architecture="resnet18", num_labels=10, model_args=dict(in_chans=1, layers=[1, 1, 1, 1]))), 28, None, None),
 }
@@ -103,6 +108,7 @@ MATRIX = {
     "mobilevit": (PIXELS, DIFFERS, DIFFERS),
     "timm_vit": (TOKENS, DIFFERS, DIFFERS),
     "timm_vit_registers": (TOKENS, DIFFERS, DIFFERS),
+    "timm_eva": (TOKENS, DIFFERS, DIFFERS),
     "timm_resnet": (PIXELS, DIFFERS, DIFFERS),
 }
 CELLS = [(name, t, outcome) for name, outcomes in MATRIX.items() for t, outcome in zip(("mask", "drop", "path"), outcomes)]

@@ -17,8 +17,10 @@ Classifiers are usually loaded without the token (BEiT/Data2Vec: `use_mask_token
 classifier never builds one). Then MaskSubTrainer creates it at construction, zero-initialised as
 transformers initialises it, before the optimizer exists so it is trained with the model, and says
 so in the log. For BEiT/Data2Vec the config's `use_mask_token` is set, so a saved checkpoint loads
-it back; Swin's classifier has no such flag, so when a checkpoint is loaded into the trained model
-its missing mask token is accepted (the token is a training-time device; predictions never use it).
+it back. Swin's classifier has no such flag: from_pretrained drops the saved token, so loading a
+checkpoint into the model (resume_from_checkpoint, load_best_model_at_end) accepts its absence
+and keeps the model's current token; a resumed Swin run restarts the token from zeros. The token
+acts in the sub-branch only; predictions never use it.
 """
 import inspect
 import logging
