@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from transformers import (BeitConfig, BeitForImageClassification, ConvNextConfig, ConvNextForImageClassification,
-                          Data2VecVisionConfig, Data2VecVisionForImageClassification, Swinv2Config,
+                          Data2VecVisionConfig, Data2VecVisionForImageClassification, FocalNetConfig,
+                          FocalNetForImageClassification, Swinv2Config,
                           Swinv2ForImageClassification,
                           DeiTConfig, DeiTForImageClassification, Dinov2Config, Dinov2ForImageClassification,
                           Dinov2WithRegistersConfig, Dinov2WithRegistersForImageClassification, MobileViTConfig,
@@ -63,6 +64,9 @@ MODELS = {
     "swinv2": (lambda: Swinv2ForImageClassification(Swinv2Config(
         image_size=56, patch_size=4, num_channels=1, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=7,
         drop_path_rate=0.0, num_labels=10)), 56, None, None),
+    "focalnet": (lambda: FocalNetForImageClassification(FocalNetConfig(
+        image_size=56, patch_size=4, num_channels=1, embed_dim=16, depths=[1, 1], focal_levels=[1, 1],
+        focal_windows=[3, 3], num_labels=10)), 56, None, None),
     # layer scale 1.0 (a trained model's scale, not the 1e-6 start): the residual branches matter
     "convnext": (lambda: ConvNextForImageClassification(ConvNextConfig(
         num_channels=1, hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, num_labels=10,
@@ -103,6 +107,7 @@ MATRIX = {
     "swin": (MASK_TOKEN, DIFFERS, DIFFERS),
     "data2vec_vision": (MASK_TOKEN, DIFFERS, DIFFERS),
     "swinv2": (MASK_TOKEN, DIFFERS, DIFFERS),
+    "focalnet": (MASK_TOKEN, DIFFERS, DIFFERS),
     "convnext": (PIXELS, REFUSED, DIFFERS),  # no dropout anywhere in ConvNeXt
     "resnet": (PIXELS, REFUSED, DIFFERS),  # no dropout anywhere in HF ResNet
     "mobilevit": (PIXELS, DIFFERS, DIFFERS),
@@ -227,7 +232,7 @@ def test_vision_matrix(name, masksub_type, outcome, digits, tmp_path):
         check_tokens(trainer, model, x, first_block, prefix)
     elif outcome == MASK_TOKEN:
         assert trainer.family.mask_kind(model).startswith("mask token")
-        check_mask_token(trainer, model, x, block=2 if name.startswith("swin") else 1)
+        check_mask_token(trainer, model, x, block=1 if name.endswith("beit") or name == "data2vec_vision" else 2)
     elif outcome == PIXELS:
         assert trainer.family.mask_kind(model).startswith("pixel blocks")
         check_pixels(trainer, model, x)
@@ -335,3 +340,13 @@ def test_gradient_checkpointing_keeps_the_vision_perturbations(name, masksub_typ
         assert plain[next(n for n in plain if n.endswith("mask_token"))].abs().sum() > 0  # the token learns
     for n in plain:
         assert torch.allclose(plain[n], checkpointed[n], atol=1e-6, rtol=1e-4), n
+
+
+def test_a_mask_token_model_whose_token_cannot_be_sized_is_refused_at_construction(tmp_path):
+    from torch import nn
+
+    model = _seeded(MODELS["swin"][0])
+    model.swin.embeddings.patch_embeddings.projection = nn.Identity()  # nothing says the token's width
+    with pytest.raises(ValueError, match="SwinForImageClassification.*no mask token.*drop or path works"):
+        MaskSubTrainer(model=model, args=args(tmp_path, masksub_type="mask"))
+    assert model.swin.embeddings.mask_token is None

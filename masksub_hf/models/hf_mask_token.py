@@ -6,7 +6,7 @@ embeddings accept `bool_masked_pos` and replace the masked patches with a learna
 MaskSub uses that door, as the paper does for Swin:
 - BEiT / Data2Vec-vision (one CLS token, ViT-style fine-tuning): random single patches, the ViT
   recipe, `ratio` of the patch positions.
-- Swin (windows, no CLS): the paper's 32 x 32-pixel blocks (8 x 8 patches of 4 px at 224 px),
+- Swin, Swinv2, FocalNet (windows or focal modulation, no CLS): the paper's 32 x 32-pixel blocks (8 x 8 patches of 4 px at 224 px),
   keeping `block_mask`'s 7 x 7 grid on smaller images.
 The cost is a full forward (every position is still computed). The mask is handed to the
 embeddings' own `bool_masked_pos` argument (a pre-hook), not to the classifier: Data2Vec-vision's
@@ -42,7 +42,7 @@ def _pair(value):
 
 
 class MaskTokenFamily(Family):
-    name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin)"
+    name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin, Swinv2, FocalNet)"
 
     def matches(self, model):
         emb = _embeddings(model)
@@ -62,6 +62,15 @@ class MaskTokenFamily(Family):
         created = "" if _embeddings(model).mask_token is not None else "; the token is created at construction and trained"
         return f"mask token ({what} replaced through bool_masked_pos{created})"
 
+    def refusal(self, model, masksub_type):
+        if masksub_type == "mask":
+            patches = _embeddings(model).patch_embeddings
+            if not hasattr(patches, "patch_size"):
+                return "its patch embeddings do not say their patch size, so the mask positions cannot be laid out"
+            if _embeddings(model).mask_token is None and not isinstance(getattr(patches, "projection", None), nn.Conv2d):
+                return "it has no mask token, and its patch embeddings have no projection to size one by"
+        return super().refusal(model, masksub_type)
+
     # ---- the mask token ------------------------------------------------------------------------
     def check(self, model, masksub_type):
         super().check(model, masksub_type)
@@ -75,7 +84,7 @@ class MaskTokenFamily(Family):
             return emb.mask_token
         weight = emb.patch_embeddings.projection.weight
         emb.mask_token = nn.Parameter(torch.zeros(1, 1, weight.shape[0], device=weight.device, dtype=weight.dtype))
-        if hasattr(model.config, "use_mask_token"):  # BEiT / Data2Vec: from_pretrained rebuilds it from the config
+        if hasattr(getattr(model, "config", None), "use_mask_token"):  # BEiT / Data2Vec: from_pretrained rebuilds it from the config
             model.config.use_mask_token = True
         else:  # Swin: the classifier never builds it, so a checkpoint loaded back lacks it
             emb.register_load_state_dict_post_hook(_accept_missing_mask_token)
