@@ -43,6 +43,9 @@ def _pair(value):
 
 class MaskTokenFamily(Family):
     name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin, Swinv2, FocalNet)"
+    mask_doc = ("the model's mask token replaces the ratio of patch positions through bool_masked_pos (BEiT/Data2Vec: "
+                "random patches; Swin/Swinv2/FocalNet: 32x32-pixel blocks); created and trained where the classifier "
+                "has none")
 
     def matches(self, model):
         emb = _embeddings(model)

@@ -32,6 +32,8 @@ def prefix_tokens(emb) -> int:
 
 class ViTFamily(Family):
     name = "HF ViT image classifiers (ViT, DeiT, DINOv2 with or without registers)"
+    mask_doc = ("drops patch tokens after the position embedding; CLS, DeiT's distillation token and DINOv2's "
+                "registers kept")
 
     def matches(self, model):
         emb = _embeddings(model)

@@ -17,6 +17,7 @@ def is_prompt_learning(model) -> bool:
 
 class PromptLearningFamily(Family):
     name = "PEFT prompt-learning wrappers (prompt/prefix tuning, P-tuning: drop and path only)"
+    mask_doc = "refused at construction: token dropping would misalign the virtual tokens"
 
     def matches(self, model):
         return hasattr(model, "peft_config") and is_prompt_learning(model)

@@ -31,6 +31,7 @@ def _patch_dropout_class(net):
 
 class TimmFamily(Family):
     name = "timm models via TimmWrapperForImageClassification (ViTs drop tokens, CNNs mask 32x32 blocks)"
+    mask_doc = "ViTs: timm's PatchDropout drops patch tokens, prefix tokens kept; CNNs: zeroes pixel blocks"
 
     def matches(self, model):
         return hasattr(model, "timm_model")
