@@ -145,3 +145,21 @@ def test_prompt_tuning_is_refused_mask_at_construction_and_takes_drop_and_path(m
         assert not torch.allclose(model(**sub).logits, main, atol=1e-4)
     torch.manual_seed(0)
     assert torch.equal(model(**batch).logits, main) and structure(model) == before
+
+
+def test_lora_swin_creates_and_trains_its_mask_token_through_the_wrapper(digits, tmp_path):
+    from datasets import Dataset
+
+    from tests.test_vision_families import MODELS, _seeded
+
+    base = _seeded(MODELS["swin"][0])
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["classifier"]))
+    x = images(digits, 56, n=16)
+    data = Dataset.from_dict({"pixel_values": x.numpy(), "labels": digits[1][:16].tolist()}).with_format("torch")
+    trainer = MaskSubTrainer(model=model, args=args(tmp_path, max_steps=2, masksub_type="mask"), train_dataset=data)
+    token = base.swin.embeddings.mask_token
+    assert token is not None and token.requires_grad  # created on the base model, trainable beside the adapter
+    start = token.detach().clone()
+    trainer.train()
+    assert not torch.equal(token.detach(), start)
+    assert all(math.isfinite(h["loss_sub"]) for h in trainer.state.log_history if "loss" in h)
