@@ -20,8 +20,11 @@ from transformers import (BeitConfig, BeitForImageClassification, ConvNextConfig
                           SwinForImageClassification, TimmWrapperConfig, TimmWrapperForImageClassification)
 
 from masksub_hf import MaskSubTrainer
+from masksub_hf.models import find_family
 from masksub_hf.models.base import longest_module_list
+from masksub_hf.models.hf_image import residual_layouts
 from masksub_hf.perturb import dropout_sites
+from masksub_hf.perturb.residual import residual_drop_path
 from tests.helpers import args, tiny_vit
 
 VIT = dict(patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=10)
@@ -242,24 +245,33 @@ def test_vision_matrix(name, masksub_type, outcome, digits, tmp_path):
 
 def test_no_pixel_model_is_handed_a_path_that_perturbs_nothing(digits):
     """The named residual blocks really run (and are perturbed) in a forward: none is skipped silently."""
-    from masksub_hf.models import find_family
-    from masksub_hf.perturb.residual import residual_drop_path
-
     for name in ("resnet", "mobilevit"):
         build, size, _, _ = MODELS[name]
         model = _seeded(build).train()
-        family = find_family(model)
         counters = []
-        from masksub_hf.models.hf_image import residual_layouts
-
         with torch.no_grad():
-            layouts = residual_layouts(model)
-            for modules, branch, rows in layouts:
+            for modules, branch, rows in residual_layouts(model):
                 with residual_drop_path(modules, 0.5, branch=branch, rows_per_sample=rows) as counter:
                     model(pixel_values=images(digits, size))
                 counters.append(counter)
         assert all(c["modules"] > 0 and c["applied"] == c["modules"] for c in counters), (name, counters)
-        assert len(family.blocks(model)) == sum(c["modules"] for c in counters)
+        assert len(find_family(model).blocks(model)) == sum(c["modules"] for c in counters)
+
+
+def test_mobilevit_transformer_layers_drop_per_image_not_per_row():
+    """Its transformer layers see (batch * patch_area, patches, channels): one image's rows share one draw."""
+    model = _seeded(MODELS["mobilevit"][0]).train()
+    modules, _, rows = next(layout for layout in residual_layouts(model) if layout[2] > 1)
+    layer, images_n = modules[0], 64
+    x = torch.randn(images_n * rows, 5, layer.layernorm_before.normalized_shape[0])
+    with torch.no_grad():
+        full = layer(x)
+        with residual_drop_path([layer], 0.5, branch=False, rows_per_sample=rows):
+            out = layer(x)
+    dropped = (out - x).abs().amax((1, 2)).view(images_n, rows) == 0
+    kept = torch.isclose(out, x + (full - x) * 2, atol=1e-5).all(-1).all(-1).view(images_n, rows)
+    assert (dropped.all(1) | kept.all(1)).all()  # whole images only
+    assert 0 < dropped.all(1).sum() < images_n
 
 
 def test_a_pixel_model_without_a_known_residual_layout_is_refused_path():
@@ -271,8 +283,6 @@ def test_a_pixel_model_without_a_known_residual_layout_is_refused_path():
         def __init__(self):
             super().__init__()
             self.stages = nn.ModuleList([nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3)])
-
-    from masksub_hf.models import find_family
 
     with pytest.raises(ValueError, match="no residual layout.*mask works"):
         find_family(Plain()).check(Plain(), "path")
