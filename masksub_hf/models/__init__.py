@@ -7,7 +7,7 @@ from .timm import TimmFamily
 
 for _family in (TextEncoderFamily(), ViTFamily(), TimmFamily(), PixelFamily()):
     register_family(_family, first=False)
-# vision and PEFT: mask-token models (BEiT / Data2Vec-vision with relative position bias, Swin); prompt-learning wrappers
+# vision and PEFT: mask-token models (BEiT/Data2Vec-vision with relative bias, Swin...), prompt-learning wrappers
 from .hf_mask_token import MaskTokenFamily  # noqa: E402
 from .peft_wrappers import PromptLearningFamily  # noqa: E402
 for _family in (MaskTokenFamily(), PromptLearningFamily()):

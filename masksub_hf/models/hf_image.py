@@ -21,7 +21,8 @@ from .base import Family
 
 def residual_layouts(model):
     """[(modules, branch, rows_per_sample)]: the residual structure PathSub can perturb without drop-path slots."""
-    branches = [m.layer for m in model.modules() if _is_module(getattr(m, "shortcut", None)) and _is_module(getattr(m, "layer", None))]
+    branches = [m.layer for m in model.modules()
+                if _is_module(getattr(m, "shortcut", None)) and _is_module(getattr(m, "layer", None))]
     layouts = [(branches, True, 1)] if branches else []
     inverted = [m for m in model.modules() if getattr(m, "use_residual", None) is True]
     if inverted:

@@ -6,7 +6,8 @@ embeddings accept `bool_masked_pos` and replace the masked patches with a learna
 MaskSub uses that door, as the paper does for Swin:
 - BEiT / Data2Vec-vision (one CLS token, ViT-style fine-tuning): random single patches, the ViT
   recipe, `ratio` of the patch positions.
-- Swin, Swinv2, FocalNet (windows or focal modulation, no CLS): the paper's 32 x 32-pixel blocks (8 x 8 patches of 4 px at 224 px),
+- Swin, Swinv2, FocalNet (windows or focal modulation, no CLS): the paper's 32 x 32-pixel blocks
+  (8 x 8 patches of 4 px at 224 px),
   keeping `block_mask`'s 7 x 7 grid on smaller images.
 The cost is a full forward (every position is still computed). The mask is handed to the
 embeddings' own `bool_masked_pos` argument (a pre-hook), not to the classifier: Data2Vec-vision's
@@ -62,7 +63,8 @@ class MaskTokenFamily(Family):
 
     def mask_kind(self, model):
         what = "32x32-pixel blocks" if self.windowed(model) else "random patches"
-        created = "" if _embeddings(model).mask_token is not None else "; the token is created at construction and trained"
+        created = "" if _embeddings(model).mask_token is not None else \
+            "; the token is created at construction and trained"
         return f"mask token ({what} replaced through bool_masked_pos{created})"
 
     def refusal(self, model, masksub_type):
@@ -87,7 +89,8 @@ class MaskTokenFamily(Family):
             return emb.mask_token
         weight = emb.patch_embeddings.projection.weight
         emb.mask_token = nn.Parameter(torch.zeros(1, 1, weight.shape[0], device=weight.device, dtype=weight.dtype))
-        if hasattr(getattr(model, "config", None), "use_mask_token"):  # BEiT / Data2Vec: from_pretrained rebuilds it from the config
+        # BEiT / Data2Vec: from_pretrained rebuilds the token from the config
+        if hasattr(getattr(model, "config", None), "use_mask_token"):
             model.config.use_mask_token = True
         else:  # Swin: the classifier never builds it, so a checkpoint loaded back lacks it
             emb.register_load_state_dict_post_hook(_accept_missing_mask_token)
@@ -111,7 +114,8 @@ class MaskTokenFamily(Family):
             block = 1
             if windowed:  # block_mask's pixel block (32 px at 224 px), in patches
                 block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
-            masked = masked_positions(pixels.shape[0], (math.ceil(h / ph), math.ceil(w / pw)), ratio, block, pixels.device)
+            grid = (math.ceil(h / ph), math.ceil(w / pw))
+            masked = masked_positions(pixels.shape[0], grid, ratio, block, pixels.device)
             if len(args) > 1:  # passed positionally
                 return (args[0], masked) + tuple(args[2:]), kwargs
             return args, {**kwargs, "bool_masked_pos": masked}

@@ -46,7 +46,8 @@ class ViTFamily(Family):
     def describe(self, model, masksub_type, ratio=0.5):
         line = super().describe(model, masksub_type, ratio)
         if masksub_type == "mask":
-            line += f" (patches only: the first {prefix_tokens(_embeddings(model))} tokens, CLS/distillation/registers, are kept)"
+            kept = prefix_tokens(_embeddings(model))
+            line += f" (patches only: the first {kept} tokens, CLS/distillation/registers, are kept)"
         return line
 
     @contextmanager
