@@ -36,9 +36,11 @@ def as_sub_batch(yielded) -> SubBatch:
 
 
 def base_model_of(model: nn.Module) -> nn.Module:
-    """The model the families look at: through PEFT wrappers (LoRA...) to the transformers model inside."""
+    """The model the families look at: through PEFT wrappers (LoRA...) to the transformers model inside.
+    Prompt-learning wrappers are not looked through: their forward adds virtual tokens (peft_wrappers.py)."""
     get_base = getattr(model, "get_base_model", None)
-    if callable(get_base) and hasattr(model, "peft_config"):
+    prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    if callable(get_base) and hasattr(model, "peft_config") and not prompt_learning:
         return get_base()
     return model
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..perturb import block_mask, gather_tokens, keep_indices
-from .base import Family, SubBatch, longest_module_list, register_family
+from .base import Family, SubBatch, longest_module_list
 from .hf_text import TextEncoderFamily
 
 TEXT_POOLING = {"eos": "the EOS token", "last": "the last token", "first": "the first ([CLS]) token"}
@@ -208,6 +208,3 @@ class ImageTextFamily(Family):
         if inputs.get("token_type_ids") is not None:
             sub["token_type_ids"] = gather_tokens(inputs["token_type_ids"], index).masked_fill(~kept, 0)
         return SubBatch(sub, index, kept)
-
-
-register_family(ImageTextFamily(), first=True)

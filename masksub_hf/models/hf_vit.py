@@ -1,4 +1,11 @@
-"""HF ViT-style image classifiers (ViT, DeiT): drop patch tokens after the position embedding."""
+"""HF ViT-style image classifiers whose patches can be dropped: ViT, DeiT, DINOv2 (with or without
+registers), and BEiT / Data2Vec-vision built without relative position bias.
+
+The patches are dropped after the position embedding (a forward hook on the embeddings), so each
+kept patch keeps its position; the leading tokens (CLS, DeiT's distillation token, DINOv2's
+registers) are always kept. Models with a relative position bias compute a bias for the full token
+grid in every layer, so they cannot take fewer tokens: `hf_mask_token.MaskTokenFamily` takes them.
+"""
 from contextlib import contextmanager
 
 import torch
@@ -11,21 +18,42 @@ def _embeddings(model):
     return getattr(getattr(model, "base_model", model), "embeddings", None)
 
 
+def has_relative_position_bias(model) -> bool:
+    """A relative position bias table anywhere (BEiT, Data2Vec-vision, Swin): attention expects every token."""
+    return any("relative_position_bias" in name for name, _ in model.named_parameters())
+
+
+def prefix_tokens(emb) -> int:
+    """Tokens before the patches: CLS, a distillation token (DeiT), register tokens (DINOv2 with registers)."""
+    registers = getattr(emb, "register_tokens", None)
+    return (1 + int(getattr(emb, "distillation_token", None) is not None)
+            + (registers.shape[1] if torch.is_tensor(registers) else 0))
+
+
 class ViTFamily(Family):
-    name = "HF ViT image classifiers (ViT, DeiT)"
-    mask_doc = "drops patch tokens after the position embedding, CLS (and DeiT's distillation token) kept"
+    name = "HF ViT image classifiers (ViT, DeiT, DINOv2 with or without registers)"
+    mask_doc = ("drops patch tokens after the position embedding; CLS, DeiT's distillation token and DINOv2's "
+                "registers kept")
 
     def matches(self, model):
         emb = _embeddings(model)
-        return emb is not None and hasattr(emb, "cls_token") and hasattr(emb, "patch_embeddings")
+        return (emb is not None and torch.is_tensor(getattr(emb, "cls_token", None))
+                and hasattr(emb, "patch_embeddings") and not has_relative_position_bias(model))
 
     def mask_kind(self, model):
         return "tokens dropped"
 
+    def describe(self, model, masksub_type, ratio=0.5):
+        line = super().describe(model, masksub_type, ratio)
+        if masksub_type == "mask":
+            kept = prefix_tokens(_embeddings(model))
+            line += f" (patches only: the first {kept} tokens, CLS/distillation/registers, are kept)"
+        return line
+
     @contextmanager
     def mask(self, model, inputs, ratio):
         emb = _embeddings(model)
-        num_prefix = 1 + int(getattr(emb, "distillation_token", None) is not None)
+        num_prefix = prefix_tokens(emb)
 
         def drop_patches(module, args, output):
             valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..perturb import block_drop_path, block_mask, drop_path_slots, gather_tokens, keep_indices, own_drop_path
-from .base import Family, longest_module_list, register_family
+from .base import Family, longest_module_list
 
 MODES = ("contrastive", "classify")
 MAX_LOGIT_SCALE = math.log(100)
@@ -241,6 +241,3 @@ class OpenCLIPFamily(Family):
                 return "found no residual blocks in this CLIP"
             return None
         return super().refusal(model, masksub_type)
-
-
-register_family(OpenCLIPFamily(), first=True)

@@ -1,0 +1,32 @@
+"""PEFT wrappers. Adapters that keep the base model's forward (LoRA, LoHa, IA3...) are looked through
+(`base_model_of`): the base model's family perturbs it, and the forward goes through the wrapper, so
+every type behaves as on the base model. DropSub raises LoRA's own `lora_dropout` too: it is a
+dropout of the trained model, and the one on the input of the only weights being trained.
+
+Prompt-learning wrappers (prompt tuning, prefix tuning, P-tuning) are not looked through: their
+forward prepends virtual tokens (or past key values) that the base model's family does not see, so
+dropping tokens would misalign them. They take `drop` and `path` (the base model's dropouts and
+residual stack, found through the wrapper) and are refused `mask` at construction.
+"""
+from .base import Family, longest_module_list
+
+
+def is_prompt_learning(model) -> bool:
+    return bool(getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False))
+
+
+class PromptLearningFamily(Family):
+    name = "PEFT prompt-learning wrappers (prompt/prefix tuning, P-tuning: drop and path only)"
+    mask_doc = "refused at construction: token dropping would misalign the virtual tokens"
+
+    def matches(self, model):
+        return hasattr(model, "peft_config") and is_prompt_learning(model)
+
+    def blocks(self, model):
+        return longest_module_list(model.get_base_model())
+
+    def refusal(self, model, masksub_type):
+        if masksub_type == "mask":
+            return ("its forward prepends virtual tokens that token dropping would misalign (a LoRA-style adapter, "
+                    "which keeps the base model's forward, takes mask)")
+        return super().refusal(model, masksub_type)
