@@ -303,15 +303,15 @@ def test_model_with_return_dict_false(argv, tiny_bert_dir, rows, tmp_path, capsy
                                str(tupled)), capsys, "return_dict")
 
 
-def test_unsupported_model_family(argv, tiny_bert_dir, rows, tmp_path, capsys):
+def test_a_model_the_mask_cannot_take_is_refused_before_training(argv, tiny_bert_dir, rows, tmp_path, capsys):
+    """A GPT-2 classifier without pad_token_id cannot find the token it pools in a padded batch."""
     gpt = tmp_path / "gpt"
-    config = GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, num_labels=2,
-                        pad_token_id=0)
+    config = GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=2, n_positions=128, num_labels=2)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(gpt)
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(gpt)
     train = write(tmp_path / "train.csv", rows)
     refused(run_glue.cli, argv("--task_name", "sst2", "--train_file", train, "--do_train", "--model_name_or_path",
-                               str(gpt)), capsys, "register_family")
+                               str(gpt)), capsys, "pad_token_id", "drop or path works", "register_family")
 
 
 # ---- the error path itself --------------------------------------------------------------------------
