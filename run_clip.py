@@ -221,7 +221,7 @@ def train_one(model_args, data_args, training_args, pairs, resume: Optional[str]
     set_seed(training_args.seed)
     train_pairs, val_pairs = pairs
     if model_args.model_name_or_path:  # a transformers image-text model: its own loss, saved with save_pretrained
-        return hf_clip.train_one(model_args, training_args, train_pairs, val_pairs)
+        return hf_clip.train_one(model_args, training_args, train_pairs, val_pairs, resume)
     model, tokenizer, preprocess, description = build(model_args, train_pairs)
     with_labels = model_args.mode == "classify"
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)

@@ -116,7 +116,7 @@ def accepted_inputs(model) -> Sequence[str]:
     return tuple(inspect.signature(model.forward).parameters)
 
 
-def train_one(model_args, training_args, train_pairs: data.Pairs, val_pairs: data.Pairs) -> Dict:
+def train_one(model_args, training_args, train_pairs: data.Pairs, val_pairs: data.Pairs, resume=None) -> Dict:
     """Train, save (model, tokenizer, image processor: from_pretrained loads the directory), evaluate on process 0."""
     from masksub_hf import MaskSubTrainer
 
@@ -126,7 +126,7 @@ def train_one(model_args, training_args, train_pairs: data.Pairs, val_pairs: dat
     train_set = ImageTextDataset(train_pairs, image_processor, tokenizer, max_length, accepted)
     val_set = ImageTextDataset(val_pairs, image_processor, tokenizer, max_length, accepted)
     trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collate)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
     trainer.save_metrics("train", result.metrics)

@@ -383,6 +383,24 @@ def test_run_clip_trains_evaluates_and_saves_a_from_pretrained_checkpoint(tiny_c
     assert any(not torch.equal(v, start[k]) for k, v in loaded.state_dict().items())  # it trained
 
 
+def test_rerunning_run_clip_resumes_a_transformers_model_where_it_stopped(tiny_clip_dir, digit_csv, tmp_path,  # noqa: F811
+                                                                          monkeypatch):
+    from masksub_hf import MaskSubTrainer
+
+    constant = ("--lr_scheduler_type", "constant", "--save_strategy", "steps", "--save_steps", "2")
+    run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path / "whole", *constant) + ["--max_steps", "4"])
+    run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path / "halves", *constant))  # 2 steps, checkpoint-2
+    steps, real = [], MaskSubTrainer.training_step
+    monkeypatch.setattr(MaskSubTrainer, "training_step", lambda self, *a, **k: steps.append(1) or real(self, *a, **k))
+    run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path / "halves", *constant) + ["--max_steps", "4"])
+    assert len(steps) == 2  # steps 3 and 4 only: it resumed from checkpoint-2
+    state = json.loads((tmp_path / "halves" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4]
+    whole, halves = (AutoModel.from_pretrained(tmp_path / d).state_dict() for d in ("whole", "halves"))
+    for name, value in whole.items():
+        assert torch.equal(value, halves[name]), name
+
+
 def test_run_clip_refuses_what_cannot_work(tiny_clip_dir, tiny_bert_dir, digit_csv, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="needs an image-text model"):
         run_clip.main(_argv(tiny_bert_dir, digit_csv, tmp_path / "a"))

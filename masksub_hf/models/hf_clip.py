@@ -27,7 +27,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..perturb import block_mask, gather_tokens, keep_indices
+from ..perturb import block_mask, dropped_output_tokens, gather_tokens, keep_indices
 from .base import Family, SubBatch, longest_module_list
 from .hf_text import TextEncoderFamily
 
@@ -158,23 +158,12 @@ class ImageTextFamily(Family):
             return
         prefix = vision_prefix_tokens(emb)
         patch_mask = inputs.get("pixel_attention_mask")  # SigLIP 2 (NaFlex): padded patches are never kept
-        fixed = None
+        index = None
         if patch_mask is not None:
-            fixed = keep_indices(patch_mask.bool(), ratio, num_prefix=0)
-            inputs = {**inputs, "pixel_attention_mask": fixed[1].to(patch_mask.dtype)}
-
-        def drop_patches(module, args, output):
-            if fixed is not None:
-                return gather_tokens(output, fixed[0])
-            valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
-            index, _ = keep_indices(valid, ratio, num_prefix=prefix)  # every row keeps as many
-            return gather_tokens(output, index)
-
-        handle = emb.register_forward_hook(drop_patches)
-        try:
+            index, kept = keep_indices(patch_mask.bool(), ratio, num_prefix=0)
+            inputs = {**inputs, "pixel_attention_mask": kept.to(patch_mask.dtype)}
+        with dropped_output_tokens(emb, ratio, num_prefix=prefix, index=index):
             yield inputs
-        finally:
-            handle.remove()
 
     def _drop_text(self, model, inputs: Dict, ratio: float) -> SubBatch:
         """Drop `ratio` of each caption's droppable tokens, keep the pooled one, pass the original position_ids."""

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..perturb import gather_tokens, keep_indices
+from ..perturb import dropped_output_tokens
 from .base import Family
 
 
@@ -53,15 +53,5 @@ class ViTFamily(Family):
     @contextmanager
     def mask(self, model, inputs, ratio):
         emb = _embeddings(model)
-        num_prefix = prefix_tokens(emb)
-
-        def drop_patches(module, args, output):
-            valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
-            index, _ = keep_indices(valid, ratio, num_prefix=num_prefix)  # no padding: every row keeps as many
-            return gather_tokens(output, index)
-
-        handle = emb.register_forward_hook(drop_patches)
-        try:
+        with dropped_output_tokens(emb, ratio, num_prefix=prefix_tokens(emb)):
             yield inputs
-        finally:
-            handle.remove()

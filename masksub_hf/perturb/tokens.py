@@ -1,4 +1,6 @@
 """Token dropping shared by every family: which tokens the sub-branch keeps."""
+from contextlib import contextmanager
+
 import torch
 
 
@@ -42,3 +44,22 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2:
         return x.gather(1, index)
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+@contextmanager
+def dropped_output_tokens(module, ratio: float, num_prefix: int = 1, index: torch.Tensor = None):
+    """While inside, `module`'s (B, L, D) output loses `ratio` of its tokens after the first `num_prefix`
+    (or keeps exactly `index`): the patch dropping of ViT-like embeddings, after the position embedding."""
+
+    def drop(m, args, output):
+        keep = index
+        if keep is None:
+            valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
+            keep, _ = keep_indices(valid, ratio, num_prefix=num_prefix)  # no padding: every row keeps as many
+        return gather_tokens(output, keep)
+
+    handle = module.register_forward_hook(drop)
+    try:
+        yield
+    finally:
+        handle.remove()
