@@ -29,7 +29,7 @@ from torch import nn
 
 from ..perturb import block_mask, dropped_output_tokens, gather_tokens, keep_indices
 from .base import Family, SubBatch, longest_module_list
-from .hf_text import TextEncoderFamily
+from .text_positions import original_positions
 
 TEXT_POOLING = {"eos": "the EOS token", "last": "the last token", "first": "the first ([CLS]) token"}
 
@@ -172,8 +172,7 @@ class ImageTextFamily(Family):
         attention = inputs.get("attention_mask")
         real = attention.bool() if attention is not None else torch.ones_like(ids, dtype=torch.bool)
         length = ids.shape[1]
-        positions = inputs.get("position_ids")  # the caller's own, else the tower's defaults
-        positions = TextEncoderFamily.original_positions(text, {"input_ids": ids, "position_ids": positions})
+        positions = original_positions(text, ids, inputs.get("position_ids"))  # the caller's own, else the tower's
         pooling = text_pooling(text)
         if pooling == "first":
             index, kept = keep_indices(real, ratio, num_prefix=1)
