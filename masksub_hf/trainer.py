@@ -1,6 +1,6 @@
 """MaskSubTrainer: transformers.Trainer whose training step adds the MaskSub sub-branch.
 
-One step = main branch exactly as Trainer computes it, backward of its half, then the
+One step = main branch as self.compute_loss computes it, backward of its half, then the
 perturbed sub-branch trained toward the detached main prediction, backward of its half.
 Trainer then clips once and steps once. Peak activation memory stays at one branch.
 """
@@ -18,8 +18,8 @@ from .config import validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import base_model_of, find_family
 from .models.base import as_sub_batch
-from .perturb import frozen_norm_stats
 from .nonfinite import NonFiniteGuard
+from .perturb import frozen_norm_stats
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     def relaxed_loss(self, model, sub_outputs, sub, inputs, target):
         """The sub-branch prediction against the detached main one, in fp32."""
         base = base_model_of(self.accelerator.unwrap_model(model))
-        name = self.masksub_loss if self.masksub_loss != "auto" else resolve_loss_name(base, "auto", self.family.loss_name(base))
+        name = resolve_loss_name(base, self.masksub_loss, self.family.loss_name(base))
         sub_pred, main_pred = self.family.pair(self.family.prediction(sub_outputs), target, sub, inputs)
         return RELAXED_LOSSES[name](sub_pred, main_pred)
 
