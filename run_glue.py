@@ -34,6 +34,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
+from tasks.curves import curve_summary, eval_loss_curve
 from tasks.glue import (
     TASKS,
     GlueInputError,
@@ -459,20 +460,6 @@ def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
     return results
 
 
-def eval_loss_curve(output_dir) -> Dict[str, float]:
-    """Best and last eval loss logged during training, and the epoch of the best: a baseline that
-    overfits has its best early and ends higher; a regulariser keeps the two close."""
-    path = os.path.join(output_dir, "trainer_state.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        points = [(e["epoch"], e["eval_loss"]) for e in json.load(f)["log_history"] if "eval_loss" in e]
-    if not points:
-        return {}
-    best = min(points, key=lambda p: p[1])
-    return {"curve_best_eval_loss": best[1], "curve_best_epoch": best[0], "curve_final_eval_loss": points[-1][1]}
-
-
 def comparison_table(results: Dict[str, Dict[str, float]], task_name, ratio) -> str:
     """A small markdown table: each run's eval_/test_ metrics and its training time."""
     first = next(iter(results.values()))
@@ -485,11 +472,8 @@ def comparison_table(results: Dict[str, Dict[str, float]], task_name, ratio) -> 
         cells = [f"{metrics[k]:.4f}" if k in metrics and k != "train_runtime" else
                  (f"{metrics[k]:.1f} s" if k in metrics else "-") for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    curves = {name: m for name, m in results.items() if "curve_best_eval_loss" in m}
-    if curves:
-        lines.append("eval loss during training: " + "; ".join(
-            f"{name} best {m['curve_best_eval_loss']:.4f} (epoch {m['curve_best_epoch']:g}), final "
-            f"{m['curve_final_eval_loss']:.4f}" for name, m in curves.items()))
+    if curve_summary(results):
+        lines.append(curve_summary(results))
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 import json
 
 import run_glue
+from tasks.curves import eval_loss_curve
 
 
 def test_embedded_default_is_the_long_small_data_regime():
@@ -16,9 +17,9 @@ def test_comparison_prints_best_and_final_eval_loss(tmp_path):
     history = [{"epoch": 1.0, "eval_loss": 0.44, "step": 50}, {"epoch": 1.0, "loss": 0.5, "step": 50},
                {"epoch": 2.0, "eval_loss": 0.61, "step": 100}, {"epoch": 3.0, "eval_loss": 0.79, "step": 150}]
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": history}))
-    curve = run_glue.eval_loss_curve(str(tmp_path))
+    curve = eval_loss_curve(str(tmp_path))
     assert curve == {"curve_best_eval_loss": 0.44, "curve_best_epoch": 1.0, "curve_final_eval_loss": 0.79}
-    assert run_glue.eval_loss_curve(str(tmp_path / "missing")) == {}
+    assert eval_loss_curve(str(tmp_path / "missing")) == {}
     results = {"baseline": {"eval_accuracy": 0.82, "train_runtime": 10.0, **curve},
                "masksub": {"eval_accuracy": 0.84, "train_runtime": 14.0, "curve_best_eval_loss": 0.45,
                            "curve_best_epoch": 3.0, "curve_final_eval_loss": 0.48}}
