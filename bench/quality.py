@@ -196,12 +196,12 @@ def run_one(root, preset, arm, seed, lr):
     argv = PRESETS[preset]["argv"] + ARMS[arm] + ["--seed", str(seed), "--learning_rate", str(lr),
                                                   "--output_dir", run_dir]
     print(f"--- {preset} {arm} seed {seed} lr {lr:g}", flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     metrics = execute(preset, argv, run_dir, seed, root)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     curve = eval_curve(run_dir)
     losses = [e["eval_loss"] for e in curve if "eval_loss" in e]
-    result = {"preset": preset, "arm": arm, "seed": seed, "lr": lr, "argv": argv, "wall_s": wall,
+    result = {"preset": preset, "arm": arm, "seed": seed, "lr": lr, "argv": argv, "wall_s": wall, "cpu_s": cpu,
               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
               "best_eval_loss": min(losses) if losses else None,
               "best_eval_loss_epoch": curve[losses.index(min(losses))].get("epoch") if losses else None,
@@ -212,7 +212,7 @@ def run_one(root, preset, arm, seed, lr):
     with open(done + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(done + ".tmp", done)
-    print(f"    done in {wall:.0f} s: " + ", ".join(f"{k} {result[k]:.4f}" for k, *_ in PRESETS[preset]["metrics"]
+    print(f"    done in {wall:.0f} s ({cpu:.0f} s CPU): " + ", ".join(f"{k} {result[k]:.4f}" for k, *_ in PRESETS[preset]["metrics"]
                                                  if result.get(k) is not None), flush=True)
     return result
 
