@@ -66,9 +66,11 @@ def image_argv(train, epochs, eval_every=0.05, vit=VIT96):
             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
 
 
-def text_argv(task, epochs, batch=16):
-    """run_glue.py on a movie-review task, MiniLM-L6, evaluated each epoch on the validation split."""
+def text_argv(task, epochs, batch=16, val=500):
+    """run_glue.py on a movie-review task, MiniLM-L6, evaluated each epoch on the first `val` validation
+    sentences (the curve and the tuning), and on the whole test split at the end (the headline)."""
     return ["--task_name", task, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", str(epochs),
+            "--max_eval_samples", str(val),
             "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "64",
             "--warmup_steps", "0.1", "--max_seq_length", "128", "--eval_strategy", "epoch", "--logging_steps", "10",
             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
@@ -109,8 +111,8 @@ PRESETS = {
         arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy",
         about="MiniLM-L6 (pretrained) on movie-sentiment, 800 training sentences (a per-seed random subset) x 8 "
-              "epochs (400 steps of 16), linear decay, 10% warmup; 937 validation sentences every epoch, "
-              "959 test sentences at the end"),
+              "epochs (400 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
+              "epoch, all 959 test sentences at the end"),
     "text-short": dict(
         domain="text", task="movie-sentiment", train=800, argv=text_argv("movie-sentiment", 1),
         arms=["baseline", "masksub"], lr_grid=[5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
@@ -121,7 +123,7 @@ PRESETS = {
         arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=SCORE_METRICS, select="eval_pearson",
         curve="eval_pearson",
         about="MiniLM-L6 regression of the mean human score in [-4, 4] (movie-sentiment-score), 800 training "
-              "sentences x 8 epochs, batch 16; 1,000 validation sentences every epoch, 1,000 test at the end"),
+              "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end"),
     "clip-classify-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 600), arms=["baseline", "masksub"],
         lr_grid=[5e-5, 1e-4, 2e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve=None,
