@@ -108,7 +108,7 @@ PRESETS = {
         about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
     "text-long": dict(
         domain="text", task="movie-sentiment", train=800, argv=text_argv("movie-sentiment", 8),
-        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",
+        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy",
         about="MiniLM-L6 (pretrained) on movie-sentiment, 800 training sentences (a per-seed random subset) x 8 "
               "epochs (400 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
@@ -193,7 +193,11 @@ def run_one(root, preset, arm, seed, lr):
     done = os.path.join(root, preset, arm, f"seed{seed}.json")
     if os.path.exists(done):
         with open(done) as f:
-            return json.load(f)
+            result = json.load(f)
+        if result["lr"] != lr:
+            raise SystemExit(f"{done} was trained with learning rate {result['lr']:g}, not {lr:g}: the arms of a "
+                             "preset share one rate. Use another --output_dir, or --lr to match.")
+        return result
     run_dir = os.path.join(root, preset, arm, f"seed{seed}")
     argv = PRESETS[preset]["argv"] + ARMS[arm] + ["--seed", str(seed), "--learning_rate", str(lr),
                                                   "--output_dir", run_dir]
@@ -249,7 +253,11 @@ def load(root, preset, arms, seeds):
             path = os.path.join(root, preset, arm, f"seed{seed}.json")
             if os.path.exists(path):
                 with open(path) as f:
-                    rows.setdefault(arm, {})[seed] = json.load(f)
+                    r = json.load(f)
+                key = PRESETS[preset]["curve"]
+                values = [e[key] for e in r.get("curve", []) if key and key in e]
+                r["peak"] = max(values) if values else None  # the best point of the curve: oracle early stopping
+                rows.setdefault(arm, {})[seed] = r
     return rows
 
 
@@ -271,7 +279,10 @@ def time_to_baseline(rows, arm, key):
 
 def report(root, preset, seeds, arms):
     p = PRESETS[preset]
-    metrics = p["metrics"]
+    metrics = list(p["metrics"])
+    if p["curve"]:
+        scale = metrics[0][2] if metrics[0][0].endswith("accuracy") else 1
+        metrics.append(("peak", f"best {p['curve']} on the curve (oracle early stopping)", scale, metrics[0][3], True))
     lines = [f"## {preset}", p["about"]]
     lrs = {r["lr"] for by_seed in load(root, preset, arms, seeds).values() for r in by_seed.values()}
     lines.append(f"learning rate {', '.join(f'{x:g}' for x in sorted(lrs))}; seeds {seeds}")
@@ -322,6 +333,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="output/quality", help="results root: PRESET/ARM/seedS{.json,/}")
     parser.add_argument("--tune_seed", type=int, default=100, help="seed of the baseline's learning-rate grid")
     parser.add_argument("--lr", type=float, help="skip the grid and use this learning rate for every arm")
+    parser.add_argument("--tune_only", action="store_true", help="only run (or print) the baseline's learning-rate grid")
     parser.add_argument("--report_only", action="store_true", help="print the report from finished runs; train nothing")
     parser.add_argument("--plot", help="PNG comparing the arms of the first seed (masksub_hf.plot)")
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -335,6 +347,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     preset = PRESETS[args.preset]
     arms = ["baseline"] + [a for a in (args.arms or preset["arms"]) if a != "baseline"]
+    if args.tune_only:
+        return tuned_lr(args.output_dir, args.preset, args.tune_seed)
     if not args.report_only:
         lr = args.lr if args.lr is not None else tuned_lr(args.output_dir, args.preset, args.tune_seed)
         for seed in args.seeds:  # both arms of a seed back to back: a load change hits the pair alike
