@@ -162,7 +162,10 @@ def text_files(task, n, seed, root):
 
 
 def execute(preset, argv, out, seed, root):
-    """Run one training in this process; returns its final metrics."""
+    """Run one training in this process, on one thread; returns its final metrics."""
+    import torch
+
+    torch.set_num_threads(1)  # steady timings on a shared CPU; both arms alike
     p = PRESETS[preset]
     if p["domain"] == "image":
         import run_image
@@ -342,9 +345,6 @@ def main(argv=None):
         for name, p in PRESETS.items():
             print(f"{name}: {p['about']} [arms {', '.join(p['arms'])}; lr grid {p['lr_grid']}]")
         return None
-    import torch
-
-    torch.set_num_threads(1)
     preset = PRESETS[args.preset]
     arms = ["baseline"] + [a for a in (args.arms or preset["arms"]) if a != "baseline"]
     if args.tune_only:

@@ -75,3 +75,41 @@ def test_paired_table_pairs_by_seed_and_reports_ci_and_wins():
     assert "| 5 | +3.00 [+1.04, +4.96] | 5/5 | better (CI excludes 0) |" in line
     arms = stats.arm_table(rows, [("acc", "accuracy (%)", 100, 2)])
     assert "| baseline | 5 | 10.00 ± 0.00 |" in arms
+
+
+def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_path, monkeypatch, capsys):
+    """bench/quality.py with the training replaced by a stand-in: the grid runs the baseline on the tune seed
+    only, every arm then uses its best rate, finished runs are not trained again, rates never mix."""
+    import json as _json
+    import os
+
+    import quality
+
+    calls = []
+
+    def fake_execute(preset, argv, out, seed, root):
+        arm = "masksub" if "mask" in argv else "baseline"
+        lr = float(argv[argv.index("--learning_rate") + 1])
+        calls.append((arm, seed, lr))
+        acc = 0.80 - abs(lr - 2e-3) * 10 + (0.01 * (seed + 1) if arm == "masksub" else 0)
+        os.makedirs(out, exist_ok=True)
+        curve = [{"step": s, "epoch": s / 10, "elapsed_s": s * (1.5 if arm == "masksub" else 1.0),
+                  "eval_accuracy": acc * s / 40, "eval_loss": 1.0 / s} for s in (10, 20, 30, 40)]
+        with open(os.path.join(out, "trainer_state.json"), "w") as f:
+            _json.dump({"log_history": curve}, f)
+        return {"eval_accuracy": acc, "eval_loss": 0.25, "train_runtime": 40.0}
+
+    monkeypatch.setattr(quality, "execute", fake_execute)
+    args = ["--preset", "image-long", "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)]
+    quality.main(args)
+    tune = [c for c in calls if c[1] == 100]
+    assert sorted(c[2] for c in tune) == [1e-3, 2e-3, 4e-3] and {c[0] for c in tune} == {"baseline"}
+    assert [c for c in calls if c[1] != 100] == [(arm, s, 2e-3) for s in (0, 1, 2) for arm in ("baseline", "masksub")]
+    report = capsys.readouterr().out
+    assert "| masksub | test accuracy (%) | 3 | +2.00 [" in report and "| 3/3 |" in report
+    assert "masksub: wall-clock s0 1.50 / s1 1.50 / s2 1.50; steps s0 1.00" in report
+    calls.clear()
+    quality.main(args)  # everything finished: nothing trains again
+    assert calls == []
+    with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
+        quality.main(args + ["--lr", "1e-3"])
