@@ -107,22 +107,22 @@ PRESETS = {
         metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy", lr_from="image-long",
         about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
     "text-long": dict(
-        domain="text", task="movie-sentiment", train=800, argv=text_argv("movie-sentiment", 8),
+        domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 8),
         arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy",
-        about="MiniLM-L6 (pretrained) on movie-sentiment, 800 training sentences (a per-seed random subset) x 8 "
-              "epochs (400 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
+        about="MiniLM-L6 (pretrained) on movie-sentiment, 400 training sentences (a per-seed random subset) x 8 "
+              "epochs (200 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
               "epoch, all 959 test sentences at the end"),
     "text-short": dict(
-        domain="text", task="movie-sentiment", train=800, argv=text_argv("movie-sentiment", 1),
+        domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 1),
         arms=["baseline", "masksub"], lr_grid=[5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy", lr_from="text-long",
         about="the text-long setting, 1 epoch instead of 8 (the contrast)"),
     "score-long": dict(
-        domain="text", task="movie-sentiment-score", train=800, argv=text_argv("movie-sentiment-score", 8),
+        domain="text", task="movie-sentiment-score", train=400, argv=text_argv("movie-sentiment-score", 8),
         arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=SCORE_METRICS, select="eval_pearson",
         curve="eval_pearson",
-        about="MiniLM-L6 regression of the mean human score in [-4, 4] (movie-sentiment-score), 800 training "
+        about="MiniLM-L6 regression of the mean human score in [-4, 4] (movie-sentiment-score), 400 training "
               "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end"),
     "clip-classify-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 600), arms=["baseline", "masksub"],

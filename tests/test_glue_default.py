@@ -7,7 +7,7 @@ from tasks.curves import eval_loss_curve
 
 def test_embedded_default_is_the_long_small_data_regime():
     _, data_args, training_args, run_args = run_glue.parse_args([])
-    assert data_args.task_name == "movie-sentiment" and data_args.max_train_samples == 800
+    assert data_args.task_name == "movie-sentiment" and data_args.max_train_samples == 400
     assert training_args.num_train_epochs == 8 and training_args.per_device_train_batch_size == 16
     assert training_args.eval_strategy == "epoch"  # the eval-loss curve the comparison summarises
     assert run_args.compare_baseline
