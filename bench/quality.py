@@ -191,6 +191,16 @@ def eval_curve(run_dir):
     return [e for e in history if any(k.startswith("eval_") for k in e) and "train_runtime" not in e]
 
 
+def train_losses(run_dir):
+    """The logged main-branch training losses of a run (loss_main, or loss for the baseline)."""
+    path = os.path.join(run_dir, "trainer_state.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        history = json.load(f)["log_history"]
+    return [e.get("loss_main", e["loss"]) for e in history if "loss" in e]
+
+
 def run_one(root, preset, arm, seed, lr):
     """The (preset, arm, seed) result, from its json when it exists, else trained now and saved."""
     done = os.path.join(root, preset, arm, f"seed{seed}.json")
@@ -308,6 +318,18 @@ def report(root, preset, seeds, arms):
             cell = lambda v: "never" if v is None else f"{v:.2f}"  # noqa: E731
             lines.append(f"  {arm}: wall-clock " + " / ".join(f"s{s} {cell(v['time_ratio'])}" for s, v in sorted(per.items()))
                          + "; steps " + " / ".join(f"s{s} {cell(v['step_ratio'])}" for s, v in sorted(per.items())))
+        lines += ["", "### main-branch training loss (loss_main; the baseline's loss), mean over seeds: "
+                  "average over the whole curve, and over its last 10% of logged steps"]
+        for arm in rows:
+            means, ends = [], []
+            for seed in rows[arm]:
+                losses = train_losses(os.path.join(root, preset, arm, f"seed{seed}"))
+                if losses:
+                    means.append(sum(losses) / len(losses))
+                    tail = losses[-max(1, len(losses) // 10):]
+                    ends.append(sum(tail) / len(tail))
+            lines.append(f"  {arm}: whole curve {stats.fmt(stats.mean_std(means)[0], 3)}, "
+                         f"last 10% {stats.fmt(stats.mean_std(ends)[0], 3)}")
         lines += ["", "### eval-loss curve (mean over seeds): best (at epoch), final"]
         for arm, by_seed in rows.items():
             best, _ = stats.mean_std([r["best_eval_loss"] for r in by_seed.values() if r.get("best_eval_loss") is not None])
