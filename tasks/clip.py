@@ -1,4 +1,4 @@
-"""Image-text data, offline CLIP models and CLIP metrics for run_clip.py and bench/clip_quality.py.
+"""Image-text data, offline CLIP models and CLIP metrics for run_clip.py and bench/quality.py.
 
 Data: open_clip-style CSV/TSV (one image path and one caption per row), Hugging Face datasets
 with image and text columns, and the offline default: Fashion-MNIST images with captions made

@@ -195,7 +195,7 @@ def test_offline_default_and_help(tmp_path, capsys):
     model_args, data_args, run_args, training_args = run_image.parse_args([])
     assert training_args.output_dir == run_image.DEFAULT_OUTPUT_DIR and run_args.compare
     assert model_args.model_type == "vit" and model_args.config_overrides == run_image.SMALL_VIT
-    assert data_args.train_dir is None and training_args.num_train_epochs == 2
+    assert data_args.train_dir is None and training_args.num_train_epochs == 40 and data_args.max_train_samples == 4000
     # flags the user gives win over the preset; a model of their own drops the preset ViT
     model_args, _, run_args, training_args = run_image.parse_args(
         ["--num_train_epochs", "1", "--model_name_or_path", "x", "--compare", "false"])

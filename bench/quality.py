@@ -1,0 +1,391 @@
+#!/usr/bin/env python
+"""Quality benchmark: baseline beside MaskSub (and plain masking, ratio sweeps) over paired seeds, per preset.
+
+A preset fixes a domain (image, text, CLIP), a regime (long: the baseline trains long enough to
+overfit, where a regulariser has something to remove; short: the contrast) and everything but the
+sub-branch. A seed fixes the initial weights, the data subset and the data order, so the arms of one
+seed differ only in the sub-branch, and arms are compared paired by seed: per-seed difference to the
+baseline, its mean with a paired-t 95% confidence interval, and the seeds on which the arm wins.
+
+Fair tuning: before the reported seeds, the *baseline's* learning rate is chosen on the preset's grid
+on a seed outside them (--tune_seed, default 100), by the selection metric on the evaluation set;
+every arm then uses it. Ratio sweeps (arms masksub-r0.25 / -r0.75) are reported apart from the
+headline and never pick it.
+
+Resumable: each (preset, arm, seed) run writes OUTPUT_DIR/PRESET/ARM/seedS.json when it finishes;
+a rerun skips finished runs (and tuning runs), so an interrupted benchmark picks up where it stopped.
+Seeds run in order and, within a seed, the arms back to back, so a change of machine load touches
+both arms of a pair alike. Runs use one torch thread (steady timings on a shared CPU).
+
+    python bench/quality.py --list
+    python bench/quality.py --preset image-long --seeds 0 1 2 3 4
+    python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --arms masksub-r0.25 masksub-r0.75
+    python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --report_only --plot docs/image_long.png
+"""
+import argparse
+import glob
+import json
+import os
+import random
+import shutil
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import stats  # noqa: E402
+
+# ---- arms: only the sub-branch differs ----------------------------------------------------------
+ARMS = {
+    "baseline": ["--masksub_type", "none"],
+    "masksub": ["--masksub_type", "mask", "--masksub_ratio", "0.5"],
+    "plain": ["--masksub_type", "mask", "--masksub_ratio", "0.5", "--masksub_plain", "true"],
+    "dropsub": ["--masksub_type", "drop", "--masksub_ratio", "0.5"],
+    "pathsub": ["--masksub_type", "path", "--masksub_ratio", "0.5"],
+    "masksub-r0.25": ["--masksub_type", "mask", "--masksub_ratio", "0.25"],
+    "masksub-r0.75": ["--masksub_type", "mask", "--masksub_ratio", "0.75"],
+}
+SWEEP = ("masksub-r0.25", "masksub", "masksub-r0.75")
+
+# ---- domains ------------------------------------------------------------------------------------
+VIT96 = ("image_size=28,patch_size=7,num_channels=1,hidden_size=96,num_hidden_layers=6,"
+         "num_attention_heads=4,intermediate_size=192")
+
+
+def image_argv(train, epochs, eval_every=0.05, vit=VIT96):
+    """run_image.py on Fashion-MNIST, a ViT from scratch, evaluated every `eval_every` of training (0.05: 20
+    points on the curve) on a per-seed subset of 5,000 test images."""
+    return ["--compare", "false", "--torch_threads", "1", "--model_type", "vit", "--config_overrides", vit,
+            "--max_train_samples", str(train), "--max_eval_samples", "5000", "--num_train_epochs", str(epochs),
+            "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "500",
+            "--weight_decay", "0.05", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",
+            "--random_crop_scale", "1.0", "--eval_strategy", "steps", "--eval_steps", str(eval_every), "--logging_steps", "8",
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
+
+
+def text_argv(task, epochs, batch=16, val=500):
+    """run_glue.py on a movie-review task, MiniLM-L6, evaluated each epoch on the first `val` validation
+    sentences (the curve and the tuning), and on the whole test split at the end (the headline)."""
+    return ["--task_name", task, "--do_train", "--do_eval", "--do_predict", "--num_train_epochs", str(epochs),
+            "--max_eval_samples", str(val),
+            "--per_device_train_batch_size", str(batch), "--per_device_eval_batch_size", "64",
+            "--warmup_steps", "0.1", "--max_seq_length", "128", "--eval_strategy", "epoch", "--logging_steps", "10",
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
+
+
+def clip_argv(model, mode, steps):
+    """run_clip.py on Fashion-MNIST with template captions (no human captions offline)."""
+    return ["--model", model, "--mode", mode, "--max_steps", str(steps), "--per_device_train_batch_size", "32",
+            "--image_size", "64", "--context_length", "16", "--train_num_samples", "2000", "--val_num_samples", "1000",
+            "--compare_baseline", "false", "--overwrite_output_dir", "--disable_tqdm", "true"]
+
+
+# name: domain, argv, arms, lr grid (baseline-tuned), metrics (key, title, scale, digits, higher is better);
+# the first metric is the headline, `select` the tuning metric, `curve` the per-eval metric for time-to-accuracy.
+IMAGE_METRICS = [("eval_accuracy", "test accuracy (%)", 100, 2, True), ("eval_loss", "final eval loss", 1, 3, False),
+                 ("best_eval_loss", "best eval loss", 1, 3, False)]
+TEXT_METRICS = [("test_accuracy", "test accuracy (%)", 100, 2, True), ("eval_accuracy", "val accuracy (%)", 100, 2, True),
+                ("eval_loss", "final val loss", 1, 3, False), ("best_eval_loss", "best val loss", 1, 3, False)]
+SCORE_METRICS = [("test_pearson", "test Pearson", 1, 4, True), ("eval_pearson", "val Pearson", 1, 4, True),
+                 ("eval_loss", "final val MSE", 1, 3, False), ("best_eval_loss", "best val MSE", 1, 3, False)]
+CLIP_CLS_METRICS = [("eval_accuracy", "test accuracy (%)", 100, 2, True)]
+CLIP_CON_METRICS = [("eval_zeroshot_accuracy", "zero-shot accuracy (%)", 100, 2, True),
+                    ("eval_image_to_text_R@1", "image->text R@1 (%)", 100, 2, True)]
+PRESETS = {
+    "image-long": dict(
+        domain="image", argv=image_argv(4000, 40), arms=["baseline", "masksub"],
+        lr_grid=[1e-3, 2e-3, 4e-3], metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy",
+        about="ViT from scratch (hidden 96, 6 layers, 4 heads, MLP 192, 7x7 patches, 0.46M params), 4,000 "
+              "Fashion-MNIST training images x 40 epochs (1,280 steps of 128), AdamW wd 0.05, cosine, 5% warmup; "
+              "5,000 test images, evaluated every 2 epochs; arm `plain` (masking on the main branch, no sub-branch) "
+              "checks the paper's first claim"),
+    "image-short": dict(
+        domain="image", argv=image_argv(4000, 5, eval_every=0.2), arms=["baseline", "masksub"], lr_grid=[2e-3],
+        metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy", lr_from="image-long",
+        about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
+    "text-long": dict(
+        domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 8),
+        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
+        curve="eval_accuracy",
+        about="MiniLM-L6 (pretrained) on movie-sentiment, 400 training sentences (a per-seed random subset) x 8 "
+              "epochs (200 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
+              "epoch, all 959 test sentences at the end"),
+    "text-short": dict(
+        domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 1),
+        arms=["baseline", "masksub"], lr_grid=[5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
+        curve="eval_accuracy", lr_from="text-long",
+        about="the text-long setting, 1 epoch instead of 8 (the contrast)"),
+    "score-long": dict(
+        domain="text", task="movie-sentiment-score", train=400, argv=text_argv("movie-sentiment-score", 8),
+        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=SCORE_METRICS, select="eval_pearson",
+        curve="eval_pearson",
+        about="MiniLM-L6 regression of the mean human score in [-4, 4] (movie-sentiment-score), 400 training "
+              "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end"),
+    "clip-classify-cnn": dict(
+        domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 600), arms=["baseline", "masksub"],
+        lr_grid=[5e-5, 1e-4, 2e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve=None,
+        about="EfficientNet-Lite0 tower fine-tuned as a classifier from text-prompt weights (block masking), "
+              "2,000 training images x ~10 epochs (600 steps of 32), 64x64"),
+    "clip-contrastive-cnn": dict(
+        domain="clip", argv=clip_argv("effnet-lite0-minilm", "contrastive", 600), arms=["baseline", "masksub"],
+        lr_grid=[5e-5, 1e-4, 2e-4], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy", curve=None,
+        about="EfficientNet-Lite0 + MiniLM CLIP, contrastive on template captions (block masking), 600 steps of 32"),
+    "clip-classify-vit": dict(
+        domain="clip", argv=clip_argv("vit-scratch-minilm", "classify", 600), arms=["baseline", "masksub"],
+        lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve=None,
+        about="small ViT tower from scratch as a classifier from text-prompt weights (patch dropping), 600 steps"),
+    "clip-contrastive-vit": dict(
+        domain="clip", argv=clip_argv("vit-scratch-minilm", "contrastive", 600), arms=["baseline", "masksub"],
+        lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy", curve=None,
+        about="small ViT tower from scratch + MiniLM, contrastive on template captions (patch dropping), 600 steps"),
+}
+
+
+# ---- one run ------------------------------------------------------------------------------------
+def text_files(task, n, seed, root):
+    """Per-seed training subset (n sentences drawn with the seed) and the full validation / test splits."""
+    from tasks.glue import movie_split_files
+
+    files = movie_split_files(task)
+    path = os.path.join(root, "data", f"{task}-n{n}-seed{seed}.jsonl")
+    if not os.path.exists(path):
+        with open(files["train"]) as f:
+            lines = f.readlines()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            f.writelines(random.Random(seed).sample(lines, n))
+        os.replace(path + ".tmp", path)
+    return ["--train_file", path, "--validation_file", files["validation"], "--test_file", files["test"]]
+
+
+def execute(preset, argv, out, seed, root):
+    """Run one training in this process, on one thread; returns its final metrics."""
+    import torch
+
+    torch.set_num_threads(1)  # steady timings on a shared CPU; both arms alike
+    p = PRESETS[preset]
+    if p["domain"] == "image":
+        import run_image
+
+        return run_image.main(argv)
+    if p["domain"] == "text":
+        import run_glue
+
+        argv = argv + text_files(p["task"], p["train"], seed, root)
+        return run_glue.run(*run_glue.parse_args(argv))
+    import run_clip
+
+    return run_clip.main(argv)
+
+
+def eval_curve(run_dir):
+    """Evaluation entries of the run's log_history: [{step, epoch, elapsed_s, eval_*}]."""
+    path = os.path.join(run_dir, "trainer_state.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        history = json.load(f)["log_history"]
+    return [e for e in history if any(k.startswith("eval_") for k in e) and "train_runtime" not in e]
+
+
+def train_losses(run_dir):
+    """The logged main-branch training losses of a run (loss_main, or loss for the baseline)."""
+    path = os.path.join(run_dir, "trainer_state.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        history = json.load(f)["log_history"]
+    return [e.get("loss_main", e["loss"]) for e in history if "loss" in e]
+
+
+def run_one(root, preset, arm, seed, lr):
+    """The (preset, arm, seed) result, from its json when it exists, else trained now and saved."""
+    done = os.path.join(root, preset, arm, f"seed{seed}.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            result = json.load(f)
+        if result["lr"] != lr:
+            raise SystemExit(f"{done} was trained with learning rate {result['lr']:g}, not {lr:g}: the arms of a "
+                             "preset share one rate. Use another --output_dir, or --lr to match.")
+        return result
+    run_dir = os.path.join(root, preset, arm, f"seed{seed}")
+    argv = PRESETS[preset]["argv"] + ARMS[arm] + ["--seed", str(seed), "--learning_rate", str(lr),
+                                                  "--output_dir", run_dir]
+    print(f"--- {preset} {arm} seed {seed} lr {lr:g}", flush=True)
+    start, cpu = time.perf_counter(), time.process_time()
+    metrics = execute(preset, argv, run_dir, seed, root)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    curve = eval_curve(run_dir)
+    losses = [e["eval_loss"] for e in curve if "eval_loss" in e]
+    result = {"preset": preset, "arm": arm, "seed": seed, "lr": lr, "argv": argv, "wall_s": wall, "cpu_s": cpu,
+              **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+              "best_eval_loss": min(losses) if losses else None,
+              "best_eval_loss_epoch": curve[losses.index(min(losses))].get("epoch") if losses else None,
+              "curve": curve}
+    for weights in glob.glob(os.path.join(run_dir, "**", "*.safetensors"), recursive=True):
+        os.remove(weights)  # the logs stay; the weights (90 MB for MiniLM) would fill the disk
+    shutil.rmtree(os.path.join(run_dir, "open_clip"), ignore_errors=True)
+    with open(done + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(done + ".tmp", done)
+    print(f"    done in {wall:.0f} s ({cpu:.0f} s CPU): " + ", ".join(f"{k} {result[k]:.4f}" for k, *_ in PRESETS[preset]["metrics"]
+                                                 if result.get(k) is not None), flush=True)
+    return result
+
+
+def tuned_lr(root, preset, tune_seed, run=True):
+    """The baseline's best learning rate on the preset's grid at tune_seed (or the preset it borrows from)."""
+    p = PRESETS[preset]
+    if "lr_from" in p:
+        borrowed = tuned_lr(root, p["lr_from"], tune_seed, run=False)
+        return borrowed if borrowed is not None else p["lr_grid"][0]
+    if len(p["lr_grid"]) == 1:
+        return p["lr_grid"][0]
+    scores = {}
+    for lr in p["lr_grid"]:
+        arm = f"tune-lr{lr:g}"
+        ARMS.setdefault(arm, ARMS["baseline"])
+        path = os.path.join(root, preset, arm, f"seed{tune_seed}.json")
+        if not run and not os.path.exists(path):
+            return None
+        scores[lr] = run_one(root, preset, arm, tune_seed, lr)[p["select"]]
+    best = max(scores, key=scores.get)
+    print(f"learning rate for every arm (baseline's best on seed {tune_seed}, by {p['select']}): {best:g}  "
+          f"[{', '.join(f'{k:g}: {v:.4f}' for k, v in scores.items())}]", flush=True)
+    return best
+
+
+# ---- report -------------------------------------------------------------------------------------
+def load(root, preset, arms, seeds):
+    rows = {}
+    for arm in arms:
+        for seed in seeds:
+            path = os.path.join(root, preset, arm, f"seed{seed}.json")
+            if os.path.exists(path):
+                with open(path) as f:
+                    r = json.load(f)
+                key = PRESETS[preset]["curve"]
+                values = [e[key] for e in r.get("curve", []) if key and key in e]
+                r["peak"] = max(values) if values else None  # the best point of the curve: oracle early stopping
+                rows.setdefault(arm, {})[seed] = r
+    return rows
+
+
+def time_to_baseline(rows, arm, key):
+    """Per seed: the wall-clock (elapsed_s) and the step at which `arm` first reaches the baseline's final
+    `key` on its eval curve, as ratios to the baseline's totals; None where it never does."""
+    out = {}
+    for seed, base in rows.get("baseline", {}).items():
+        mine = rows.get(arm, {}).get(seed)
+        if mine is None or not base["curve"] or not mine["curve"]:
+            continue
+        target = base["curve"][-1][key]
+        t = stats.first_reach([(e["elapsed_s"], e[key]) for e in mine["curve"]], target)
+        s = stats.first_reach([(e["step"], e[key]) for e in mine["curve"]], target)
+        out[seed] = {"time_ratio": None if t is None else t / base["curve"][-1]["elapsed_s"],
+                     "step_ratio": None if s is None else s / base["curve"][-1]["step"]}
+    return out
+
+
+def report(root, preset, seeds, arms):
+    p = PRESETS[preset]
+    metrics = list(p["metrics"])
+    if p["curve"]:
+        scale = metrics[0][2] if metrics[0][0].endswith("accuracy") else 1
+        metrics.append(("peak", f"best {p['curve']} on the curve (oracle early stopping)", scale, metrics[0][3], True))
+    lines = [f"## {preset}", p["about"]]
+    lrs = {r["lr"] for by_seed in load(root, preset, arms, seeds).values() for r in by_seed.values()}
+    lines.append(f"learning rate {', '.join(f'{x:g}' for x in sorted(lrs))}; seeds {seeds}")
+    main_arms = [a for a in arms if a not in SWEEP or a == "masksub"]
+    for title, group in (("arms", main_arms), ("ratio sweep (MaskSub only; never picks the headline)",
+                                               ["baseline"] + [a for a in SWEEP if a in arms])):
+        rows = load(root, preset, group, seeds)
+        if len(rows) < 2 or (title.startswith("ratio") and len(rows) < 3):
+            continue
+        lines += ["", f"### {title}", stats.arm_table(rows, [m[:4] for m in metrics] + [("train_runtime", "train s", 1, 0)]),
+                  "", stats.paired_table(rows, metrics), "", "per seed, " + metrics[0][1] + ":"]
+        lines += ["  " + s for s in stats.per_seed_line(rows, metrics[0][0], metrics[0][2])]
+    rows = load(root, preset, main_arms, seeds)
+    if p["curve"] and "baseline" in rows:
+        lines += ["", f"### time to the baseline's final {p['curve']} (ratio to the baseline's total; per seed)"]
+        for arm in rows:
+            if arm == "baseline":
+                continue
+            per = time_to_baseline(rows, arm, p["curve"])
+            cell = lambda v: "never" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"  {arm}: wall-clock " + " / ".join(f"s{s} {cell(v['time_ratio'])}" for s, v in sorted(per.items()))
+                         + "; steps " + " / ".join(f"s{s} {cell(v['step_ratio'])}" for s, v in sorted(per.items())))
+        lines += ["", "### main-branch training loss (loss_main; the baseline's loss), mean over seeds: "
+                  "average over the whole curve, and over its last 10% of logged steps"]
+        for arm in rows:
+            means, ends = [], []
+            for seed in rows[arm]:
+                losses = train_losses(os.path.join(root, preset, arm, f"seed{seed}"))
+                if losses:
+                    means.append(sum(losses) / len(losses))
+                    tail = losses[-max(1, len(losses) // 10):]
+                    ends.append(sum(tail) / len(tail))
+            lines.append(f"  {arm}: whole curve {stats.fmt(stats.mean_std(means)[0], 3)}, "
+                         f"last 10% {stats.fmt(stats.mean_std(ends)[0], 3)}")
+        lines += ["", "### eval-loss curve (mean over seeds): best (at epoch), final"]
+        for arm, by_seed in rows.items():
+            best, _ = stats.mean_std([r["best_eval_loss"] for r in by_seed.values() if r.get("best_eval_loss") is not None])
+            final, _ = stats.mean_std([r["eval_loss"] for r in by_seed.values() if r.get("eval_loss") is not None])
+            epochs = [r["best_eval_loss_epoch"] for r in by_seed.values() if r.get("best_eval_loss_epoch") is not None]
+            lines.append(f"  {arm}: best {stats.fmt(best, 3)} (epochs {', '.join(f'{e:g}' for e in epochs)}), "
+                         f"final {stats.fmt(final, 3)}")
+    return "\n".join(lines)
+
+
+def plot(root, preset, seed, arms, path):
+    from masksub_hf.plot import plot_runs
+
+    dirs = [os.path.join(root, preset, a, f"seed{seed}") for a in arms
+            if os.path.exists(os.path.join(root, preset, a, f"seed{seed}", "trainer_state.json"))]
+    plot_runs(dirs, path, names=[os.path.basename(os.path.dirname(d)) for d in dirs], title=f"{preset}, seed {seed}")
+    print(f"plot: {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=list(PRESETS), help="domain and regime (see --list)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="reported seeds, paired across arms")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: the preset's); "
+                        "the baseline is always run")
+    parser.add_argument("--output_dir", default="output/quality", help="results root: PRESET/ARM/seedS{.json,/}")
+    parser.add_argument("--tune_seed", type=int, default=100, help="seed of the baseline's learning-rate grid")
+    parser.add_argument("--lr", type=float, help="skip the grid and use this learning rate for every arm")
+    parser.add_argument("--tune_only", action="store_true", help="only run (or print) the baseline's learning-rate grid")
+    parser.add_argument("--report_only", action="store_true", help="print the report from finished runs; train nothing")
+    parser.add_argument("--plot", help="PNG comparing the arms of the first seed (masksub_hf.plot)")
+    parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    args = parser.parse_args(argv)
+    if args.list or not args.preset:
+        for name, p in PRESETS.items():
+            print(f"{name}: {p['about']} [arms {', '.join(p['arms'])}; lr grid {p['lr_grid']}]")
+        return None
+    preset = PRESETS[args.preset]
+    arms = ["baseline"] + [a for a in (args.arms or preset["arms"]) if a != "baseline"]
+    if args.tune_only:
+        return tuned_lr(args.output_dir, args.preset, args.tune_seed)
+    if not args.report_only:
+        lr = args.lr if args.lr is not None else tuned_lr(args.output_dir, args.preset, args.tune_seed)
+        for seed in args.seeds:  # both arms of a seed back to back: a load change hits the pair alike
+            for arm in arms:
+                run_one(args.output_dir, args.preset, arm, seed, lr)
+    shown = list(dict.fromkeys(["baseline"] + preset["arms"] + arms))
+    text = report(args.output_dir, args.preset, args.seeds, shown)
+    print(text)
+    with open(os.path.join(args.output_dir, args.preset, "report.md"), "w") as f:
+        f.write(text + "\n")
+    if args.plot:
+        plot(args.output_dir, args.preset, args.seeds[0], [a for a in arms if a in ("baseline", "masksub", "plain")],
+             args.plot)
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""The benchmark statistics (bench/stats.py) against values computed by hand."""
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import stats  # noqa: E402
+
+T975_DF4 = 2.7764451  # Student t quantile 0.975, 4 degrees of freedom (tables)
+T975_DF2 = 4.3026527
+
+
+def test_paired_ci_five_seeds():
+    # differences 1..5: mean 3, sample std sqrt(2.5), half width t * std / sqrt(5)
+    ci = stats.paired_ci([11, 12, 13, 14, 15], [10, 10, 10, 10, 10])
+    half = T975_DF4 * math.sqrt(2.5) / math.sqrt(5)
+    assert ci["n"] == 5
+    assert ci["mean"] == pytest.approx(3.0)
+    assert ci["std"] == pytest.approx(math.sqrt(2.5))
+    assert ci["low"] == pytest.approx(3.0 - half) and ci["low"] == pytest.approx(1.03676, abs=1e-5)
+    assert ci["high"] == pytest.approx(4.96324, abs=1e-5)
+    assert stats.verdict(ci) == "better (CI excludes 0)"
+    assert stats.verdict(ci, higher_is_better=False) == "worse (CI excludes 0)"
+
+
+def test_paired_ci_including_zero_is_not_established():
+    # differences 0.5, -0.5, 1.0: mean 1/3, variance (1/36 + 25/36 + 16/36) / 2 = 7/12
+    ci = stats.paired_ci([1.5, 0.5, 3.0], [1.0, 1.0, 2.0])
+    half = T975_DF2 * math.sqrt(7 / 12) / math.sqrt(3)
+    assert ci["mean"] == pytest.approx(1 / 3)
+    assert (ci["low"], ci["high"]) == (pytest.approx(1 / 3 - half), pytest.approx(1 / 3 + half))
+    assert ci["low"] == pytest.approx(-1.56396, abs=1e-5)
+    assert stats.verdict(ci) == "not established (CI includes 0)"
+
+
+def test_paired_ci_is_paired_not_pooled():
+    # large spread between seeds, constant difference: the paired interval has zero width
+    ci = stats.paired_ci([10.5, 50.5, 90.5], [10, 50, 90])
+    assert (ci["mean"], ci["low"], ci["high"]) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+
+
+def test_single_seed_has_no_interval_and_mismatch_is_refused():
+    ci = stats.paired_ci([1.0], [0.0])
+    assert ci["mean"] == 1.0 and math.isnan(ci["low"]) and math.isnan(ci["high"])
+    assert stats.verdict(ci).startswith("not established")
+    with pytest.raises(ValueError, match="pair the runs by seed"):
+        stats.paired_ci([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="paired values"):
+        stats.win_count([1], [1, 2])
+
+
+def test_win_count_ties_are_no_win_and_direction_matters():
+    assert stats.win_count([1, 2, 3], [1, 1, 4]) == (1, 3)  # 2 > 1 only; 1 = 1 is a tie
+    assert stats.win_count([1, 2, 3], [1, 1, 4], higher_is_better=False) == (1, 3)  # 3 < 4 only (losses)
+    assert stats.win_count([0.9, 0.8, 0.7, 0.6, 0.5], [0.5] * 5) == (4, 5)
+
+
+def test_mean_std_and_first_reach():
+    assert stats.mean_std([2, 4, 6]) == (4, 2)
+    assert math.isnan(stats.mean_std([3])[1])
+    curve = [(10.0, 0.5), (20.0, 0.7), (30.0, 0.8)]
+    assert stats.first_reach(curve, 0.7) == 20.0
+    assert stats.first_reach(curve, 0.9) is None
+    assert stats.first_reach([(1, 2.0), (2, 1.0)], 1.5, higher_is_better=False) == 2
+
+
+def test_paired_table_pairs_by_seed_and_reports_ci_and_wins():
+    rows = {"baseline": {s: {"acc": 0.10} for s in range(5)},
+            "masksub": {s: {"acc": 0.10 + (s + 1) / 100} for s in range(5)}}
+    rows["masksub"][9] = {"acc": 0.99}  # no baseline for seed 9: left out of the pairs
+    table = stats.paired_table(rows, [("acc", "accuracy (%)", 100, 2, True)])
+    line = next(l for l in table.splitlines() if l.startswith("| masksub"))
+    assert "| 5 | +3.00 [+1.04, +4.96] | 5/5 | better (CI excludes 0) |" in line
+    arms = stats.arm_table(rows, [("acc", "accuracy (%)", 100, 2)])
+    assert "| baseline | 5 | 10.00 ± 0.00 |" in arms
+
+
+def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_path, monkeypatch, capsys):
+    """bench/quality.py with the training replaced by a stand-in: the grid runs the baseline on the tune seed
+    only, every arm then uses its best rate, finished runs are not trained again, rates never mix."""
+    import json as _json
+    import os
+
+    import quality
+
+    calls = []
+
+    def fake_execute(preset, argv, out, seed, root):
+        arm = "masksub" if "mask" in argv else "baseline"
+        lr = float(argv[argv.index("--learning_rate") + 1])
+        calls.append((arm, seed, lr))
+        acc = 0.80 - abs(lr - 2e-3) * 10 + (0.01 * (seed + 1) if arm == "masksub" else 0)
+        os.makedirs(out, exist_ok=True)
+        curve = [{"step": s, "epoch": s / 10, "elapsed_s": s * (1.5 if arm == "masksub" else 1.0),
+                  "eval_accuracy": acc * s / 40, "eval_loss": 1.0 / s} for s in (10, 20, 30, 40)]
+        with open(os.path.join(out, "trainer_state.json"), "w") as f:
+            _json.dump({"log_history": curve}, f)
+        return {"eval_accuracy": acc, "eval_loss": 0.25, "train_runtime": 40.0}
+
+    monkeypatch.setattr(quality, "execute", fake_execute)
+    args = ["--preset", "image-long", "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)]
+    quality.main(args)
+    tune = [c for c in calls if c[1] == 100]
+    assert sorted(c[2] for c in tune) == [1e-3, 2e-3, 4e-3] and {c[0] for c in tune} == {"baseline"}
+    assert [c for c in calls if c[1] != 100] == [(arm, s, 2e-3) for s in (0, 1, 2) for arm in ("baseline", "masksub")]
+    report = capsys.readouterr().out
+    assert "| masksub | test accuracy (%) | 3 | +2.00 [" in report and "| 3/3 |" in report
+    assert "masksub: wall-clock s0 1.50 / s1 1.50 / s2 1.50; steps s0 1.00" in report
+    calls.clear()
+    quality.main(args)  # everything finished: nothing trains again
+    assert calls == []
+    with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
+        quality.main(args + ["--lr", "1e-3"])
