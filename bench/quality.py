@@ -31,8 +31,6 @@ import shutil
 import sys
 import time
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -388,4 +386,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run (set here: importing must not change it)
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
     main()

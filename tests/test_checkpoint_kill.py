@@ -31,8 +31,10 @@ def test_sigkill_during_a_save_then_rerun_ends_with_the_uninterrupted_weights(ti
     whole = load_file(tmp_path / "whole" / "model.safetensors")
 
     out = tmp_path / "killed"
+    threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # bit-equal needs the same threads
     done = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_during_save.py"), "4", "run_glue",
-                           *command(tiny_bert_dir, train, out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                           *command(tiny_bert_dir, train, out)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=threads)
     assert done.returncode == -9, done.stderr[-2000:]
     assert (out / "checkpoint-4" / "model.safetensors").exists()  # killed half-way through checkpoint-4
     assert incomplete_reason(str(out / "checkpoint-4")) == "it has no trainer_state.json (the save was interrupted)"
