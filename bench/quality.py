@@ -305,7 +305,7 @@ def report(root, preset, seeds, arms):
             continue
         lines += ["", f"### {title}", stats.arm_table(rows, [m[:4] for m in metrics] + [("train_runtime", "train s", 1, 0)]),
                   "", stats.paired_table(rows, metrics), "", "per seed, " + metrics[0][1] + ":"]
-        lines += ["  " + s for s in stats.per_seed_line(rows, metrics[0][0], metrics[0][2])]
+        lines += ["  " + s for s in stats.per_seed_line(rows, metrics[0][0], metrics[0][2], metrics[0][3])]
     rows = load(root, preset, main_arms, seeds)
     if p["curve"] and "baseline" in rows:
         lines += ["", f"### time to the baseline's final {p['curve']} (ratio to the baseline's total; per seed)"]
