@@ -227,17 +227,9 @@ def train_one(model_args, data_args, training_args, pairs, resume: Optional[str]
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)
     val_set = data.ClipDataset(val_pairs, preprocess, tokenizer, with_labels)
     trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, callbacks=[ClampLogitScale()])
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    metrics = {}
+    metrics = data.train_and_evaluate(trainer, resume, lambda m: data.evaluate_clip(m, val_set, tokenizer),
+                                      len(val_set), description, train_pairs.source)
     if trainer.is_world_process_zero():
-        metrics = {f"eval_{k}": v for k, v in data.evaluate_clip(trainer.model, val_set, tokenizer).items()}
-        metrics.update(eval_samples=len(val_set), train_runtime=result.metrics["train_runtime"])
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", {**metrics, "model": description, "data": train_pairs.source})
         trainer.model.save_open_clip(os.path.join(training_args.output_dir, "open_clip"))
     return metrics
 

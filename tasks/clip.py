@@ -309,3 +309,20 @@ def retrieval_metrics(image: torch.Tensor, text: torch.Tensor, labels: Optional[
         for k in (1, 5, 10):
             metrics[f"{direction}_R@{k}"] = (rank < k).float().mean().item()
     return metrics
+
+
+def train_and_evaluate(trainer, resume, evaluate_fn, n_eval: int, description: str, source: str) -> Dict:
+    """Train (resuming from `resume`), save the model, state and train metrics; then, on process 0,
+    `evaluate_fn(model)` -> {name: value}, written as eval_* beside the run's description and data."""
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", result.metrics)
+    trainer.save_metrics("train", result.metrics)
+    trainer.save_state()
+    metrics = {}
+    if trainer.is_world_process_zero():
+        metrics = {f"eval_{k}": v for k, v in evaluate_fn(trainer.model).items()}
+        metrics.update(eval_samples=n_eval, train_runtime=result.metrics["train_runtime"])
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", {**metrics, "model": description, "data": source})
+    return metrics

@@ -126,17 +126,9 @@ def train_one(model_args, training_args, train_pairs: data.Pairs, val_pairs: dat
     train_set = ImageTextDataset(train_pairs, image_processor, tokenizer, max_length, accepted)
     val_set = ImageTextDataset(val_pairs, image_processor, tokenizer, max_length, accepted)
     trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collate)
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
-    trainer.save_state()
-    metrics = {}
-    if trainer.is_world_process_zero():
+    metrics = data.train_and_evaluate(trainer, resume, lambda m: evaluate(m, val_set, tokenizer, max_length),
+                                      len(val_set), description, train_pairs.source)
+    if trainer.is_world_process_zero():  # from_pretrained(output_dir) loads all three
         tokenizer.save_pretrained(training_args.output_dir)
         image_processor.save_pretrained(training_args.output_dir)
-        metrics = {f"eval_{k}": v for k, v in evaluate(trainer.model, val_set, tokenizer, max_length).items()}
-        metrics.update(eval_samples=len(val_set), train_runtime=result.metrics["train_runtime"])
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", {**metrics, "model": description, "data": train_pairs.source})
     return metrics
