@@ -34,6 +34,17 @@ def first_layer(model):
     return longest_module_list(model.get_base_model())[0]
 
 
+def perturbs_the_sub_branch_only(trainer, model, batch, before):
+    """drop / path: the sub-branch output differs with the same seed; afterwards the model is as it was."""
+    torch.manual_seed(0)
+    main = model(**batch).logits
+    with trainer.perturbed(model, batch) as sub:
+        torch.manual_seed(0)
+        assert not torch.allclose(model(**sub).logits, main, atol=1e-4)
+    torch.manual_seed(0)
+    assert torch.equal(model(**batch).logits, main) and structure(model) == before
+
+
 @pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
 def test_lora_vit_is_perturbed_as_the_base_vit(masksub_type, digits, tmp_path):
     model = lora_vit().train()
@@ -56,14 +67,7 @@ def test_lora_bert_is_perturbed_as_the_base_bert(masksub_type, tiny_bert_dir, mo
     batch.pop("labels")
     before = structure(model)
     if masksub_type != "mask":
-        torch.manual_seed(0)
-        main = model(**batch).logits
-        with trainer.perturbed(model, batch) as sub:
-            torch.manual_seed(0)
-            assert not torch.allclose(model(**sub).logits, main, atol=1e-4)
-        torch.manual_seed(0)
-        assert torch.equal(model(**batch).logits, main) and structure(model) == before
-        return
+        return perturbs_the_sub_branch_only(trainer, model, batch, before)
     seen = []
     handle = first_layer(model).register_forward_hook(lambda m, a, out: seen.append(a[0].detach()))
     with torch.no_grad():
@@ -138,13 +142,7 @@ def test_prompt_tuning_is_refused_mask_at_construction_and_takes_drop_and_path(m
     trainer = MaskSubTrainer(model=model, args=args(tmp_path, masksub_type=masksub_type))
     batch = {"input_ids": torch.randint(5, 900, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
     before = structure(model)
-    torch.manual_seed(0)
-    main = model(**batch).logits
-    with trainer.perturbed(model, batch) as sub:
-        torch.manual_seed(0)
-        assert not torch.allclose(model(**sub).logits, main, atol=1e-4)
-    torch.manual_seed(0)
-    assert torch.equal(model(**batch).logits, main) and structure(model) == before
+    perturbs_the_sub_branch_only(trainer, model, batch, before)
 
 
 def test_lora_swin_creates_and_trains_its_mask_token_through_the_wrapper(digits, tmp_path):
