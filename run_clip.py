@@ -26,7 +26,7 @@ import torch
 import transformers
 from transformers import set_seed
 
-from masksub_hf import MaskSubConfig, MaskSubTrainer
+from masksub_hf import MaskSubConfig
 from masksub_hf.models.open_clip import MODES, ClampLogitScale, OpenCLIPForMaskSub
 from tasks import clip as data
 from tasks import hf_clip
@@ -226,9 +226,10 @@ def train_one(model_args, data_args, training_args, pairs, resume: Optional[str]
     with_labels = model_args.mode == "classify"
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)
     val_set = data.ClipDataset(val_pairs, preprocess, tokenizer, with_labels)
-    trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, callbacks=[ClampLogitScale()])
-    metrics = data.train_and_evaluate(trainer, resume, lambda m: data.evaluate_clip(m, val_set, tokenizer),
-                                      len(val_set), description, train_pairs.source)
+    trainer = data.CLIPEvalTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set,
+                                   callbacks=[ClampLogitScale()],
+                                   evaluate_fn=lambda m: data.evaluate_clip(m, val_set, tokenizer))
+    metrics = data.train_and_evaluate(trainer, resume, len(val_set), description, train_pairs.source)
     if trainer.is_world_process_zero():
         trainer.model.save_open_clip(os.path.join(training_args.output_dir, "open_clip"))
     return metrics

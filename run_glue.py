@@ -321,7 +321,7 @@ def columns_and_labels(raw, task_name, data_args=None):
         texts = [c for c in columns if c != "label" and getattr(features[c], "dtype", None) in ("string", "large_string")]
         keys = infer_text_keys(texts, text_columns, source)
         values = list(raw[first]["label"])
-        check_unlabelled(first, raw.sources[first], values)
+        check_unlabelled(first, raw.sources[first], values, True if problem_type == "regression" else None)
         is_regression, label_list = infer_labels(values, source, problem_type)
         label_to_id = None if is_regression else {v: i for i, v in enumerate(label_list)}
     what = task_name or "the training data"
@@ -332,7 +332,7 @@ def columns_and_labels(raw, task_name, data_args=None):
         if "label" in dataset.column_names:
             values = dataset.unique("label")
             if not split.startswith("test"):
-                check_unlabelled(split, source, values)
+                check_unlabelled(split, source, values, is_regression)
             check_labels(split, source, values, label_to_id, num_labels, what)
     if task_name and "train" in raw and not is_regression:
         seen = {label_to_id[v] for v in raw["train"].unique("label")}

@@ -9,11 +9,13 @@ Models: any open_clip name or JSON config, plus two offline CLIPs (see OFFLINE_M
 import json
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from masksub_hf import MaskSubTrainer
 
 from .assets import FASHION_MNIST_CLASSES, _pip_download, cache_dir, fashion_mnist, minilm_dir
 
@@ -311,9 +313,25 @@ def retrieval_metrics(image: torch.Tensor, text: torch.Tensor, labels: Optional[
     return metrics
 
 
-def train_and_evaluate(trainer, resume, evaluate_fn, n_eval: int, description: str, source: str) -> Dict:
-    """Train (resuming from `resume`), save the model, state and train metrics; then, on process 0,
-    `evaluate_fn(model)` -> {name: value}, written as eval_* beside the run's description and data."""
+class CLIPEvalTrainer(MaskSubTrainer):
+    """MaskSubTrainer whose evaluate() is the CLIP evaluation (zero-shot accuracy and recall; the head's accuracy in
+    classify mode) rather than a loss over evaluation batches, so `--eval_strategy steps|epoch` evaluates during
+    training on Trainer's own schedule: eval_* entries in log_history (with elapsed_s), callbacks, best model."""
+
+    def __init__(self, *args, evaluate_fn: Callable[[torch.nn.Module], Dict[str, float]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.evaluate_fn = evaluate_fn
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> Dict[str, float]:
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in self.evaluate_fn(self.model).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def train_and_evaluate(trainer: CLIPEvalTrainer, resume, n_eval: int, description: str, source: str) -> Dict:
+    """Train (resuming from `resume`), save the model, state and train metrics; then, on process 0, evaluate the
+    final model (trainer.evaluate_fn), written as eval_* beside the run's description and data."""
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.log_metrics("train", result.metrics)
@@ -321,7 +339,7 @@ def train_and_evaluate(trainer, resume, evaluate_fn, n_eval: int, description: s
     trainer.save_state()
     metrics = {}
     if trainer.is_world_process_zero():
-        metrics = {f"eval_{k}": v for k, v in evaluate_fn(trainer.model).items()}
+        metrics = {f"eval_{k}": v for k, v in trainer.evaluate_fn(trainer.model).items()}
         metrics.update(eval_samples=n_eval, train_runtime=result.metrics["train_runtime"])
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", {**metrics, "model": description, "data": source})

@@ -216,14 +216,17 @@ def _show(values, n=6) -> str:
     return ", ".join(repr(v) for v in values[:n]) + (", ..." if len(values) > n else "")
 
 
-def check_unlabelled(split: str, source: str, values: List) -> None:
+def check_unlabelled(split: str, source: str, values: List, is_regression: Optional[bool] = None) -> None:
     """-1 is GLUE's marker of an unlabelled test row; None/empty is a missing label. Neither can be trained
-    or evaluated on."""
+    or evaluated on. Among regression scores -1 is a real score, so there only a split that is -1 throughout
+    (GLUE's STS-B test split) is refused; `is_regression` None: regression when a label is a non-integer number."""
     missing = sum(v is None or (isinstance(v, str) and not v.strip()) for v in values)
     minus = sum(v in (-1, "-1") and not isinstance(v, bool) for v in values)
     if missing:
         raise GlueInputError(f"{source} ({split}) has {missing} row(s) with an empty label; fill them in or remove them.")
-    if minus:
+    if is_regression is None:
+        is_regression = any(isinstance(v, float) and not v.is_integer() for v in values)
+    if minus and (not is_regression or minus == len(values)):
         raise GlueInputError(f"{source} ({split}) has {minus} row(s) labelled -1, GLUE's marker of unlabelled test "
                              "rows; remove them, or give that file as --test_file.")
 

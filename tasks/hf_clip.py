@@ -118,16 +118,14 @@ def accepted_inputs(model) -> Sequence[str]:
 
 def train_one(model_args, training_args, train_pairs: data.Pairs, val_pairs: data.Pairs, resume=None) -> Dict:
     """Train, save (model, tokenizer, image processor: from_pretrained loads the directory), evaluate on process 0."""
-    from masksub_hf import MaskSubTrainer
-
     model, tokenizer, image_processor, description = build(model_args.model_name_or_path, model_args.mask_text)
     max_length = caption_length(model, model_args.context_length)
     accepted = accepted_inputs(model)
     train_set = ImageTextDataset(train_pairs, image_processor, tokenizer, max_length, accepted)
     val_set = ImageTextDataset(val_pairs, image_processor, tokenizer, max_length, accepted)
-    trainer = MaskSubTrainer(model=model, args=training_args, train_dataset=train_set, data_collator=collate)
-    metrics = data.train_and_evaluate(trainer, resume, lambda m: evaluate(m, val_set, tokenizer, max_length),
-                                      len(val_set), description, train_pairs.source)
+    trainer = data.CLIPEvalTrainer(model=model, args=training_args, train_dataset=train_set, eval_dataset=val_set,
+                                   data_collator=collate, evaluate_fn=lambda m: evaluate(m, val_set, tokenizer, max_length))
+    metrics = data.train_and_evaluate(trainer, resume, len(val_set), description, train_pairs.source)
     if trainer.is_world_process_zero():  # from_pretrained(output_dir) loads all three
         tokenizer.save_pretrained(training_args.output_dir)
         image_processor.save_pretrained(training_args.output_dir)

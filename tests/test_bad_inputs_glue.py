@@ -133,6 +133,19 @@ def test_minus_one_labels_with_a_task(argv, rows, tmp_path, capsys):
             train, "labelled -1")
 
 
+def test_minus_one_is_a_real_regression_score_but_an_all_minus_one_split_is_refused(argv, rows, tmp_path, capsys):
+    for i, r in enumerate(rows):
+        r["label"] = [-1.0, 0.5, 2.25, -3.5][i % 4]
+    train = write(tmp_path / "train.csv", rows)
+    metrics = run_glue.main(argv("--train_file", train, "--validation_file", train, "--do_train", "--do_eval"))
+    assert "eval_mse" in metrics  # trained and evaluated as regression, the -1.0 scores included
+    for r in rows:
+        r["label"] = -1.0
+    unlabelled = write(tmp_path / "unlabelled.csv", rows)
+    refused(run_glue.cli, argv("--train_file", train, "--validation_file", unlabelled, "--do_train", "--do_eval",
+                               "--overwrite_output_dir"), capsys, unlabelled, "labelled -1", "--test_file")
+
+
 def test_labels_mixing_ids_and_names(argv, rows, tmp_path, capsys):
     for i, r in enumerate(rows):
         r["label"] = ["negative", "positive"][r["label"]] if i % 2 else r["label"]

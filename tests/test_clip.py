@@ -89,6 +89,17 @@ def test_both_modes_train_via_main_and_write_results(configs, digit_csv, tmp_pat
     assert json.loads((tmp_path / "k" / "all_results.json").read_text())["eval_accuracy"] == metrics["eval_accuracy"]
 
 
+@pytest.mark.parametrize("mode,key", [("contrastive", "eval_zeroshot_accuracy"), ("classify", "eval_accuracy")])
+def test_eval_strategy_evaluates_during_training_on_trainers_schedule(configs, digit_csv, tmp_path, mode, key):
+    """The CLIP metrics, not an evaluation loss, are what --eval_strategy logs: the curves of bench/quality.py."""
+    metrics = run_clip.main(_argv(configs["tiny-vit"], digit_csv, tmp_path, "--mode", mode, "--max_steps", "4",
+                                  "--eval_strategy", "steps", "--eval_steps", "2"))
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    evals = [h for h in history if key in h]
+    assert [h["step"] for h in evals] == [2, 4] and all(h["elapsed_s"] > 0 for h in evals)
+    assert evals[-1][key] == metrics[key]  # the last one evaluated the final model
+
+
 def test_refuses_non_empty_output_dir(configs, digit_csv, tmp_path):
     (tmp_path / "keep.txt").write_text("results")
     with pytest.raises(FileExistsError, match="--overwrite_output_dir"):

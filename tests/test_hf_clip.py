@@ -360,13 +360,15 @@ def test_run_clip_trains_evaluates_and_saves_a_from_pretrained_checkpoint(tiny_c
     evaluated = []
     real = hf_clip.evaluate
     monkeypatch.setattr(hf_clip, "evaluate", lambda model, *a, **k: evaluated.append(model) or real(model, *a, **k))
-    metrics = run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path))
+    metrics = run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path, "--eval_strategy", "steps", "--eval_steps", "1"))
     saved = json.loads((tmp_path / "all_results.json").read_text())
     for key in ("eval_zeroshot_accuracy", "eval_image_to_text_R@1", "eval_text_to_image_R@10"):
         assert 0 <= saved[key] <= 1 and saved[key] == metrics[key]
     assert saved["eval_image_to_text_R@1"] <= saved["eval_image_to_text_R@5"] <= saved["eval_image_to_text_R@10"]
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     assert any("loss_sub" in h for h in history)
+    evals = [h for h in history if "eval_zeroshot_accuracy" in h]  # --eval_strategy: during training, too
+    assert [h["step"] for h in evals] == [1, 2] and evals[-1]["eval_image_to_text_R@5"] == metrics["eval_image_to_text_R@5"]
     trained = evaluated[0].eval()
     loaded = AutoModel.from_pretrained(tmp_path).eval()
     assert type(loaded) is CLIPModel
