@@ -177,6 +177,15 @@ def test_movie_sentiment_split_is_seeded_saved_and_shared(tmp_path):
     assert idx["validation"] <= score_idx and len(score_idx) == 1000  # same sentences, neutral ones kept
 
 
+def test_movie_sentiment_score_trains_on_its_real_scores_minus_one_included(base_args, tmp_path):
+    files = movie_split_files("movie-sentiment-score", root=tmp_path / "split")
+    assert any(json.loads(line)["label"] == -1 for line in open(files["train"]))  # a real score, not GLUE's marker
+    res = run_glue.main(base_args(steps=1) + ["--task_name", "movie-sentiment-score", "--train_file", files["train"],
+                                              "--validation_file", files["validation"], "--do_train", "--do_eval",
+                                              "--max_train_samples", "64", "--max_eval_samples", "64"])
+    assert {"eval_pearson", "eval_spearmanr"} <= set(res)
+
+
 def test_compare_baseline_two_runs_side_by_side(base_args, sst2_files, tmp_path, capsys):
     runs = run_glue.main(base_args(steps=2) + files_args(sst2_files) + [
         "--task_name", "sst2", "--do_train", "--do_eval", "--compare_baseline", "--masksub_type", "mask"])
