@@ -21,6 +21,7 @@ both arms of a pair alike. Runs use one torch thread (steady timings on a shared
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --arms masksub-r0.25 masksub-r0.75
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --report_only --plot docs/image_long.png
+    python bench/quality.py --summary          # every preset's headline, paired by seed: the README's table
 """
 import argparse
 import glob
@@ -350,12 +351,35 @@ def report(root, preset, seeds, arms):
     return "\n".join(lines)
 
 
+def summary(root, seeds):
+    """One row per preset and arm that has results: the headline metric paired by seed with the baseline (the
+    README's results table, printed from the runs rather than copied by hand)."""
+    lines = ["| preset | arm | headline metric | seeds | baseline | arm | paired diff [95% CI] | wins | verdict |",
+             "|---|---|---|---:|---:|---:|---|---:|---|"]
+    for name, p in PRESETS.items():
+        rows = load(root, name, [a for a in ARMS if not a.startswith("tune-")], seeds)
+        base = rows.get("baseline", {})
+        key, title, scale, digits, higher = p["metrics"][0]
+        for arm, by_seed in rows.items():
+            common = sorted(s for s in by_seed if s in base)
+            if arm == "baseline" or not common:
+                continue
+            a, b = [by_seed[s][key] * scale for s in common], [base[s][key] * scale for s in common]
+            ci, (wins, n) = stats.paired_ci(a, b), stats.win_count(a, b, higher)
+            cell = lambda v: f"{stats.fmt(stats.mean_std(v)[0], digits)} ± {stats.fmt(stats.mean_std(v)[1], digits)}"  # noqa: E731
+            lines.append(f"| {name} | {arm} | {title} | {n} | {cell(b)} | {cell(a)} | {stats.fmt(ci['mean'], digits, True)} "
+                         f"[{stats.fmt(ci['low'], digits, True)}, {stats.fmt(ci['high'], digits, True)}] | {wins}/{n} | "
+                         f"{stats.verdict(ci, higher)} |")
+    return "\n".join(lines)
+
+
 def plot(root, preset, seed, arms, path):
     from masksub_hf.plot import plot_runs
 
     dirs = [os.path.join(root, preset, a, f"seed{seed}") for a in arms
             if os.path.exists(os.path.join(root, preset, a, f"seed{seed}", "trainer_state.json"))]
-    plot_runs(dirs, path, names=[os.path.basename(os.path.dirname(d)) for d in dirs], title=f"{preset}, seed {seed}")
+    plot_runs(dirs, path, names=[os.path.basename(os.path.dirname(d)) for d in dirs], title=f"{preset}, seed {seed}",
+              metric=PRESETS[preset]["curve"] or "eval_accuracy")
     print(f"plot: {path}")
 
 
@@ -372,7 +396,13 @@ def main(argv=None):
     parser.add_argument("--report_only", action="store_true", help="print the report from finished runs; train nothing")
     parser.add_argument("--plot", help="PNG comparing the arms of the first seed (masksub_hf.plot)")
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
+    parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
+                        "under --output_dir (for --seeds) and exit")
     args = parser.parse_args(argv)
+    if args.summary:
+        text = summary(args.output_dir, args.seeds)
+        print(text)
+        return text
     if args.list or not args.preset:
         for name, p in PRESETS.items():
             print(f"{name}: {p['about']} [arms {', '.join(p['arms'])}; lr grid {p['lr_grid']}]")

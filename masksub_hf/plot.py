@@ -2,7 +2,8 @@
 
     python -m masksub_hf.plot output/image/baseline output/image/masksub -o comparison.png
 
-Rows: validation accuracy, main-branch training loss (`loss_main`; `loss` for runs without a
+Rows: a validation metric (`eval_accuracy` unless `--metric` names another logged one, such as
+`eval_zeroshot_accuracy` or `eval_pearson`), main-branch training loss (`loss_main`; `loss` for runs without a
 sub-branch), sub-branch loss (`loss_sub`, runs with a sub-branch only), gradient norm. Columns: against
 optimizer steps and against wall-clock seconds since training began (`elapsed_s`), so a method
 that costs more per step is also judged on equal time. Needs matplotlib (`pip install masksub_hf[plot]`).
@@ -23,6 +24,12 @@ PANELS = (
 AXES = (("step", "optimizer step", "vs step"), ("elapsed_s", "wall-clock (s)", "vs wall-clock"))
 
 
+def panels(metric: str = "eval_accuracy"):
+    """PANELS with the validation row plotting `metric`, a key of the runs' evaluation logs."""
+    name = metric[len("eval_"):] if metric.startswith("eval_") else metric
+    return ((f"validation {name}", name, lambda e: e.get(metric)),) + PANELS[1:]
+
+
 def find_state(path: str) -> str:
     """trainer_state.json of a run directory, else of its latest checkpoint (a run still in progress)."""
     if os.path.isfile(path):
@@ -36,12 +43,15 @@ def find_state(path: str) -> str:
     raise FileNotFoundError(f"{path}: no trainer_state.json (nor checkpoint-*/trainer_state.json) found.")
 
 
-def read_series(path: str) -> Dict[str, Dict[str, List]]:
-    """{panel title: {"step": [...], "elapsed_s": [...], "value": [...]}} from one run's log_history."""
+def read_history(path: str) -> List[Dict]:
     with open(find_state(path)) as f:
-        history = json.load(f).get("log_history", [])
+        return json.load(f).get("log_history", [])
+
+
+def read_series(history: List[Dict], rows=PANELS) -> Dict[str, Dict[str, List]]:
+    """{panel title: {"step": [...], "elapsed_s": [...], "value": [...]}} from one run's log_history."""
     series = {}
-    for title, _, read in PANELS:
+    for title, _, read in rows:
         points = {"step": [], "elapsed_s": [], "value": []}
         for entry in history:
             value = read(entry)
@@ -66,8 +76,10 @@ def run_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
-def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] = None, title: Optional[str] = None):
-    """Draw every panel for every run and save the figure; returns the matplotlib Figure."""
+def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] = None, title: Optional[str] = None,
+              metric: str = "eval_accuracy"):
+    """Draw every panel for every run and save the figure; returns the matplotlib Figure. A `metric` that no
+    run logged is refused with the evaluation keys they did log (a typo must not give an empty panel)."""
     try:
         import matplotlib
 
@@ -78,10 +90,15 @@ def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] 
     names = list(names) if names else run_names(paths)
     if len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs.")
-    runs = [read_series(p) for p in paths]
-    fig, grid = plt.subplots(len(PANELS), len(AXES), figsize=(11, 3.0 * len(PANELS)), sharey="row", squeeze=False)
+    histories = [read_history(p) for p in paths]
+    logged = sorted({k for h in histories for e in h for k in e if k.startswith("eval_")})
+    if logged and metric not in logged:
+        raise ValueError(f"no run logged {metric!r}; their evaluations logged: {', '.join(logged)}.")
+    rows = panels(metric)
+    runs = [read_series(h, rows) for h in histories]
+    fig, grid = plt.subplots(len(rows), len(AXES), figsize=(11, 3.0 * len(rows)), sharey="row", squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for row, (panel, ylabel, _) in enumerate(PANELS):
+    for row, (panel, ylabel, _) in enumerate(rows):
         for col, (key, xlabel, suffix) in enumerate(AXES):
             ax = grid[row][col]
             ax.set_title(f"{panel} {suffix}")
@@ -122,8 +139,10 @@ def main(argv=None):
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     parser.add_argument("--names", nargs="+", help="legend names, one per RUN_DIR (default: the directory names)")
     parser.add_argument("--title", help="figure title")
+    parser.add_argument("--metric", default="eval_accuracy", help="evaluation key for the first row (default: "
+                        "eval_accuracy; e.g. eval_zeroshot_accuracy for CLIP, eval_pearson for regression)")
     args = parser.parse_args(argv)
-    plot_runs(args.runs, args.output, args.names, args.title)
+    plot_runs(args.runs, args.output, args.names, args.title, args.metric)
     print(f"wrote {args.output}")
 
 

@@ -108,6 +108,9 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     report = capsys.readouterr().out
     assert "| masksub | test accuracy (%) | 3 | +2.00 [" in report and "| 3/3 |" in report
     assert "masksub: wall-clock s0 1.50 / s1 1.50 / s2 1.50; steps s0 1.00" in report
+    table = quality.main(["--summary", "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)])
+    assert table.splitlines()[2].startswith("| image-long | masksub | test accuracy (%) | 3 | 80.00 ± 0.00 | 82.00 ± 1.00 "
+                                            "| +2.00 [-0.48, +4.48] | 3/3 | not established (CI includes 0) |")
     calls.clear()
     quality.main(args)  # everything finished: nothing trains again
     assert calls == []

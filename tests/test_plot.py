@@ -60,6 +60,16 @@ def test_cli_with_names_and_a_run_still_in_progress(tmp_path, capsys):
     assert set(lines_by_title(fig)["gradient norm vs step"]) == {"a", "b", "c"}
 
 
+def test_another_metric_in_the_first_row_and_an_unlogged_one_refused(tmp_path):
+    runs = [write_run(tmp_path, "baseline", False), write_run(tmp_path, "masksub", True)]
+    fig = plot.plot_runs(runs, str(tmp_path / "loss.png"), metric="eval_loss")
+    lines = lines_by_title(fig)
+    assert "validation accuracy vs step" not in lines
+    assert list(lines["validation loss vs step"]["masksub"].get_ydata()) == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="no run logged 'eval_pearson'.*eval_accuracy, eval_loss"):
+        plot.main([str(r) for r in runs] + ["-o", str(tmp_path / "x.png"), "--metric", "eval_pearson"])
+
+
 def test_missing_state_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no trainer_state.json"):
