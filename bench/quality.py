@@ -128,14 +128,14 @@ PRESETS = {
               "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end"),
     "clip-classify-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 300), arms=["baseline", "masksub"],
-        lr_grid=[5e-5, 1e-4, 2e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
+        lr_grid=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
         about="CLIP image tower (EfficientNet-Lite0, ImageNet weights) fine-tuned as a classifier from the text-prompt "
               "weights (the paper's CLIP experiment; block masking), a per-seed 1,000 Fashion-MNIST training images "
               "x ~10 epochs (300 steps of 32) at 32x32, AdamW wd 0.1, cosine, 10% warmup; 1,000 test images, "
               "evaluated every 30 steps"),
     "clip-contrastive-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "contrastive", 300), arms=["baseline", "masksub"],
-        lr_grid=[5e-5, 1e-4, 2e-4], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
+        lr_grid=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
         curve="eval_zeroshot_accuracy",
         about="EfficientNet-Lite0 + MiniLM-L6 CLIP (both towers pretrained, new projections), contrastive on template "
               "captions (block masking), otherwise as clip-classify-cnn"),
