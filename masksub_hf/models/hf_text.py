@@ -53,6 +53,12 @@ class _TokenDroppingFamily(Family):
     """Drop `ratio` of each row's real tokens, keeping `always_kept`, with the original positions."""
 
     keeps = "the first token"
+    causal = False  # which side of is_causal() the family takes
+
+    def matches(self, model):
+        config = getattr(model, "config", None)
+        return (is_text_model(model) and not getattr(config, "is_encoder_decoder", False)
+                and is_causal(model) == self.causal and unknown_positions(model) is None)
 
     def mask_kind(self, model):
         return "tokens dropped"
@@ -117,11 +123,6 @@ class TextEncoderFamily(_TokenDroppingFamily):
     mask_doc = ("drops real tokens, [CLS] kept; each kept token keeps its original position (absolute table, "
                 "rotary `position_ids`, DeBERTa's relative distances, MPNet's relative bias)")
 
-    def matches(self, model):
-        config = getattr(model, "config", None)
-        return (is_text_model(model) and not getattr(config, "is_encoder_decoder", False) and not is_causal(model)
-                and unknown_positions(model) is None)
-
     def always_kept(self, model, rows, valid):
         return first_real(valid)
 
@@ -136,10 +137,7 @@ class DecoderTextFamily(_TokenDroppingFamily):
     mask_doc = ("drops real tokens, the pooled last real token kept (left or right padding), original "
                 "`position_ids`; needs `config.pad_token_id` for sequence classifiers")
 
-    def matches(self, model):
-        config = getattr(model, "config", None)
-        return (is_text_model(model) and not getattr(config, "is_encoder_decoder", False) and is_causal(model)
-                and unknown_positions(model) is None)
+    causal = True
 
     @staticmethod
     def pools_last_token(model):
