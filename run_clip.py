@@ -49,7 +49,7 @@ DEFAULTS = {
 }
 # The embedded default (no data given): both runs fit ~10 minutes on 2 CPU cores.
 EMBEDDED_DEFAULTS = {"max_steps": 100, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000}
-RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
+RUN_NAMES = {"none": "baseline", "auto": "masksub", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
 @dataclass

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import datasets
+import numpy as np
 import transformers
 from datasets import load_dataset
 from transformers import (
@@ -32,7 +33,8 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
-from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
+from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args,
+                       resume_checkpoint, run_cli, warn)
 from tasks.curves import curve_summary, eval_loss_curve
 from tasks.files import SEPARATORS, read_text, table_layout
 from tasks.glue import (
@@ -44,6 +46,7 @@ from tasks.glue import (
     compute_metrics_fn,
     empty_texts,
     get_task,
+    glue_metrics,
     infer_labels,
     infer_text_keys,
     label_to_id_map,
@@ -73,7 +76,7 @@ EMBEDDED_DEFAULTS = {
     "compare_baseline": True,
 }
 SELECTORS = ("model_name_or_path", "task_name", "train_file", "validation_file", "test_file")
-RUN_NAMES = {"none": "baseline", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
+RUN_NAMES = {"none": "baseline", "auto": "masksub", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
 @dataclass
@@ -295,7 +298,22 @@ def load_file(kind: str, split: str, path: str, data_args, cache_dir) -> dataset
         if "label" in loaded.column_names:
             raise GlueInputError(f"{path} has both 'label' and --label_column_name {label!r}; rename one of them.")
         loaded = loaded.rename_column(label, "label")
-    return loaded
+    elif label != "label" and ("label" in loaded.column_names or not split.startswith("test")):
+        raise GlueInputError(f"--label_column_name {label!r} is not a column of {path} (its columns: "
+                             f"{', '.join(loaded.column_names)}); name the column that holds the labels.")
+    return strip_label_names(loaded, path)
+
+
+def strip_label_names(loaded: datasets.Dataset, path: str) -> datasets.Dataset:
+    """Class names with spaces around them ('pos ') would be classes of their own: strip them, and say so."""
+    if "label" not in loaded.column_names or not any(isinstance(v, str) for v in loaded["label"][:1000]):
+        return loaded
+    padded = sorted({v for v in loaded["label"] if isinstance(v, str) and v != v.strip()})
+    if not padded:
+        return loaded
+    warn(f"{path}: {len(padded)} label value(s) have spaces around them ({', '.join(repr(v) for v in padded[:5])}); "
+         "stripped, so that each is the class it names.")
+    return loaded.map(lambda row: {"label": row["label"].strip() if isinstance(row["label"], str) else row["label"]})
 
 
 def columns_and_labels(raw, task_name, data_args=None):
@@ -402,11 +420,19 @@ def check_tokenizer(tokenizer, config, name: str) -> None:
                              "placeholder, not the model's tokenizer; pass --tokenizer_name.")
 
 
-def max_length(data_args, tokenizer, config) -> int:
-    """--max_seq_length, clamped with a warning to what the model's position table and the tokenizer take."""
+def max_length(data_args, tokenizer, config, pair: bool = False) -> int:
+    """--max_seq_length, clamped with a warning to what the model's position table and the tokenizer take; refused
+    where the special tokens leave no room for text (the tokenizer would then not truncate at all)."""
     wanted = data_args.max_seq_length
     if wanted < 1:
         raise GlueInputError(f"--max_seq_length must be at least 1; got {wanted}.")
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    if wanted <= special + (1 if pair else 0):
+        raise GlueInputError(f"--max_seq_length {wanted} leaves no room for text: this tokenizer adds {special} special "
+                             f"tokens to each {'pair' if pair else 'sentence'}; give at least {special + 2}.")
+    if wanted <= special + 2:
+        warn(f"--max_seq_length {wanted} keeps at most {wanted - special} text token(s) per row, so --masksub_type "
+             "mask can drop few or none of them.")
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 1e9 else None
     positions = getattr(config, "max_position_embeddings", None)
     if positions:
@@ -507,7 +533,7 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     raw = drop_empty_texts(raw, keys)
     tokenizer, model = load_model(model_args, task_name, is_regression, label_list)
 
-    max_seq_length = max_length(data_args, tokenizer, model.config)
+    max_seq_length = max_length(data_args, tokenizer, model.config, pair=keys[1] is not None)
     padding = "max_length" if data_args.pad_to_max_length else False
 
     def preprocess(examples):
@@ -542,7 +568,12 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
         processing_class=tokenizer,
         data_collator=default_data_collator if data_args.pad_to_max_length else DataCollatorWithPadding(tokenizer),
     )
-    results = {}
+    try:
+        dummy = np.array([0.0, 1.0]) if is_regression else np.array([0, 1])
+        check_metric_for_best_model(training_args, glue_metrics(task_name, dummy, dummy, is_regression))
+    except ValueError as err:
+        raise GlueInputError(str(err)) from None
+    results = {"masksub_setting": trainer.masksub_setting()}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume)
         metrics = dict(train_result.metrics, train_samples=len(data["train"]))
@@ -605,24 +636,24 @@ def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
     for masksub_type in ("none", chosen):
         name = RUN_NAMES[masksub_type]
         args = parse_args(argv, output_dir=os.path.join(root, name), masksub_type=masksub_type, compare_baseline=False)
-        print(f"\n=== {name}: --masksub_type {masksub_type}" + ("" if masksub_type == "none" else
-              f" --masksub_ratio {args[2].masksub_ratio}") + f" -> {args[2].output_dir}", flush=True)
+        print(f"\n=== {name}: --masksub_type {masksub_type} -> {args[2].output_dir}", flush=True)
         results[name] = run(*args)
         results[name].update(eval_loss_curve(args[2].output_dir))
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "comparison.json"), "w") as f:
         json.dump(results, f, indent=2)
-    print("\n" + comparison_table(results, args[1].task_name, args[2].masksub_ratio))
+    print("\n" + comparison_table(results, args[1].task_name))
     return results
 
 
-def comparison_table(results: Dict[str, Dict[str, float]], task_name, ratio) -> str:
+def comparison_table(results: Dict[str, Dict[str, float]], task_name) -> str:
     """A small markdown table: each run's eval_/test_ metrics and its training time."""
     first = next(iter(results.values()))
     skip = ("_loss", "_runtime", "_per_second", "_samples")
     keys = [k for k in first if k.startswith(("eval_", "test_")) and not k.endswith(skip) and "_mm" not in k]
     keys.append("train_runtime")
-    lines = [f"{task_name}: baseline vs sub-branch (ratio {ratio}), same budget and seed",
+    settings = ", ".join(f"{name}: {m['masksub_setting']}" for name, m in results.items() if "masksub_setting" in m)
+    lines = [f"{task_name}: baseline vs sub-branch, same budget and seed ({settings})",
              "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for name, metrics in results.items():
         cells = [f"{metrics[k]:.4f}" if k in metrics and k != "train_runtime" else

@@ -248,7 +248,8 @@ def train_one(model_args, data_args, training_args, splits, resume):
         metrics.update(eval_metrics)
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
-    metrics["masksub_type"] = training_args.masksub_type
+    metrics["masksub_type"] = trainer.masksub_type  # auto resolved
+    metrics["masksub_setting"] = trainer.masksub_setting()
     return metrics
 
 

@@ -9,11 +9,15 @@ baseline, its mean with a paired-t 95% confidence interval, and the seeds on whi
 
 Fair tuning: before the reported seeds, the *baseline's* learning rate is chosen on the preset's grid
 on a seed outside them (--tune_seed, default 100), by the selection metric on the evaluation set;
-every arm then uses it. Ratio sweeps (arms masksub-r0.25 / -r0.75) are reported apart from the
+every arm then uses it. A grid whose best rate sits at its edge is extended (x2 up, /2 down) until
+the best is inside, so no arm is compared against an under-tuned baseline. Ratio sweeps (arms masksub-r0.25 / -r0.75) are reported apart from the
 headline and never pick it.
 
-Resumable: each (preset, arm, seed) run writes OUTPUT_DIR/PRESET/ARM/seedS.json when it finishes;
-a rerun skips finished runs (and tuning runs), so an interrupted benchmark picks up where it stopped.
+Resumable: each (preset, arm, seed) run writes RESULTS/PRESET/ARM/seedS.json when it finishes (a few
+kB: final metrics, the evaluation curve and the training losses; committed under bench/results so that
+another machine resumes rather than reruns); the run's own folder (logs, no weights) goes under
+--work_dir. A rerun skips finished runs (and tuning runs), so an interrupted benchmark picks up where it
+stopped.
 Seeds run in order and, within a seed, the arms back to back, so a change of machine load touches
 both arms of a pair alike. Runs use one torch thread (steady timings on a shared CPU).
 
@@ -36,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import stats  # noqa: E402
+from masksub_hf.wallclock import with_wallclock  # noqa: E402
 
 # ---- arms: only the sub-branch differs ----------------------------------------------------------
 ARMS = {
@@ -44,10 +49,18 @@ ARMS = {
     "plain": ["--masksub_type", "mask", "--masksub_ratio", "0.5", "--masksub_plain", "true"],
     "dropsub": ["--masksub_type", "drop", "--masksub_ratio", "0.5"],
     "pathsub": ["--masksub_type", "path", "--masksub_ratio", "0.5"],
+    "masksub-r0.15": ["--masksub_type", "mask", "--masksub_ratio", "0.15"],
     "masksub-r0.25": ["--masksub_type", "mask", "--masksub_ratio", "0.25"],
     "masksub-r0.75": ["--masksub_type", "mask", "--masksub_ratio", "0.75"],
+    "masksub-huber": ["--masksub_type", "mask", "--masksub_ratio", "0.5", "--masksub_loss", "huber"],
+    "dropsub-p0.1": ["--masksub_type", "drop", "--masksub_ratio", "0.1"],
+    "dropsub-p0.3": ["--masksub_type", "drop", "--masksub_ratio", "0.3"],
+    "pathsub-p0.1": ["--masksub_type", "path", "--masksub_ratio", "0.1"],
+    "pathsub-p0.3": ["--masksub_type", "path", "--masksub_ratio", "0.3"],
 }
-SWEEP = ("masksub-r0.25", "masksub", "masksub-r0.75")
+SWEEP = ("masksub-r0.15", "masksub-r0.25", "masksub", "masksub-r0.75")
+TEXT_ARMS = ["baseline", "masksub", "masksub-r0.15", "masksub-r0.25", "dropsub-p0.1", "dropsub-p0.3", "pathsub-p0.1",
+             "pathsub-p0.3"]
 
 # ---- domains ------------------------------------------------------------------------------------
 VIT96 = ("image_size=28,patch_size=7,num_channels=1,hidden_size=96,num_hidden_layers=6,"
@@ -109,7 +122,7 @@ PRESETS = {
         about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
     "text-long": dict(
         domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 8),
-        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5], metrics=TEXT_METRICS, select="eval_accuracy",
+        arms=TEXT_ARMS, lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy",
         about="MiniLM-L6 (pretrained) on movie-sentiment, 400 training sentences (a per-seed random subset) x 8 "
               "epochs (200 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
@@ -122,10 +135,12 @@ PRESETS = {
               "validation loss; at 1 epoch, 25 steps, both arms are still at chance)"),
     "score-long": dict(
         domain="text", task="movie-sentiment-score", train=400, argv=text_argv("movie-sentiment-score", 8),
-        arms=["baseline", "masksub"], lr_grid=[2e-5, 5e-5, 1e-4], metrics=SCORE_METRICS, select="eval_pearson",
+        arms=["baseline", "masksub", "masksub-huber", "dropsub-p0.1", "pathsub-p0.1"], lr_grid=[2e-5, 5e-5, 1e-4],
+        metrics=SCORE_METRICS, select="eval_pearson",
         curve="eval_pearson",
         about="MiniLM-L6 regression of the mean human score in [-4, 4] (movie-sentiment-score), 400 training "
-              "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end"),
+              "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end; arm "
+              "masksub-huber swaps the sub-branch's squared error for smooth-L1"),
     "clip-classify-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 300), arms=["baseline", "masksub"],
         lr_grid=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
@@ -196,12 +211,15 @@ def eval_curve(run_dir):
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        history = json.load(f)["log_history"]
+        history = with_wallclock(json.load(f)["log_history"], run_dir)
     return [e for e in history if any(k.startswith("eval_") for k in e) and "train_runtime" not in e]
 
 
-def train_losses(run_dir):
-    """The logged main-branch training losses of a run (loss_main, or loss for the baseline)."""
+def train_losses(run_dir, result=None):
+    """The logged main-branch training losses of a run (loss_main, or loss for the baseline): from its result
+    json where it holds them, else from the run folder's trainer_state.json."""
+    if result is not None and result.get("train_losses") is not None:
+        return result["train_losses"]
     path = os.path.join(run_dir, "trainer_state.json")
     if not os.path.exists(path):
         return []
@@ -210,8 +228,9 @@ def train_losses(run_dir):
     return [e.get("loss_main", e["loss"]) for e in history if "loss" in e]
 
 
-def run_one(root, preset, arm, seed, lr):
-    """The (preset, arm, seed) result, from its json when it exists, else trained now and saved."""
+def run_one(root, preset, arm, seed, lr, work=None):
+    """The (preset, arm, seed) result, from its json when it exists, else trained now (its folder under `work`)
+    and saved."""
     done = os.path.join(root, preset, arm, f"seed{seed}.json")
     if os.path.exists(done):
         with open(done) as f:
@@ -220,12 +239,13 @@ def run_one(root, preset, arm, seed, lr):
             raise SystemExit(f"{done} was trained with learning rate {result['lr']:g}, not {lr:g}: the arms of a "
                              "preset share one rate. Use another --output_dir, or --lr to match.")
         return result
-    run_dir = os.path.join(root, preset, arm, f"seed{seed}")
+    run_dir = os.path.join(work or root, preset, arm, f"seed{seed}")
+    os.makedirs(os.path.dirname(done), exist_ok=True)
     argv = PRESETS[preset]["argv"] + ARMS[arm] + ["--seed", str(seed), "--learning_rate", str(lr),
                                                   "--output_dir", run_dir]
     print(f"--- {preset} {arm} seed {seed} lr {lr:g}", flush=True)
     start, cpu = time.perf_counter(), time.process_time()
-    metrics = execute(preset, argv, run_dir, seed, root)
+    metrics = execute(preset, argv, run_dir, seed, work or root)  # per-seed data subsets go beside the runs
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     curve = eval_curve(run_dir)
     losses = [e["eval_loss"] for e in curve if "eval_loss" in e]
@@ -233,7 +253,7 @@ def run_one(root, preset, arm, seed, lr):
               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
               "best_eval_loss": min(losses) if losses else None,
               "best_eval_loss_epoch": curve[losses.index(min(losses))].get("epoch") if losses else None,
-              "curve": curve}
+              "curve": curve, "train_losses": train_losses(run_dir)}
     for weights in glob.glob(os.path.join(run_dir, "**", "*.safetensors"), recursive=True):
         os.remove(weights)  # the logs stay; the weights (90 MB for MiniLM) would fill the disk
     shutil.rmtree(os.path.join(run_dir, "open_clip"), ignore_errors=True)
@@ -245,23 +265,34 @@ def run_one(root, preset, arm, seed, lr):
     return result
 
 
-def tuned_lr(root, preset, tune_seed, run=True):
-    """The baseline's best learning rate on the preset's grid at tune_seed (or the preset it borrows from)."""
+def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
+    """The baseline's best learning rate on the preset's grid at tune_seed (or the preset it borrows from); a best
+    rate at the grid's edge extends the grid past it (x2 or /2), up to max_extensions times."""
     p = PRESETS[preset]
     if "lr_from" in p:
         borrowed = tuned_lr(root, p["lr_from"], tune_seed, run=False)
         return borrowed if borrowed is not None else p["lr_grid"][0]
     if len(p["lr_grid"]) == 1:
         return p["lr_grid"][0]
-    scores = {}
-    for lr in p["lr_grid"]:
-        arm = f"tune-lr{lr:g}"
-        ARMS.setdefault(arm, ARMS["baseline"])
-        path = os.path.join(root, preset, arm, f"seed{tune_seed}.json")
-        if not run and not os.path.exists(path):
-            return None
-        scores[lr] = run_one(root, preset, arm, tune_seed, lr)[p["select"]]
-    best = max(scores, key=scores.get)
+    scores, grid = {}, sorted(p["lr_grid"])
+    for _ in range(max_extensions + 1):
+        for lr in grid:
+            if lr in scores:
+                continue
+            arm = f"tune-lr{lr:g}"
+            ARMS.setdefault(arm, ARMS["baseline"])
+            path = os.path.join(root, preset, arm, f"seed{tune_seed}.json")
+            if not run and not os.path.exists(path):
+                return None
+            scores[lr] = run_one(root, preset, arm, tune_seed, lr, work)[p["select"]]
+        best = max(scores, key=scores.get)
+        if best == grid[-1]:
+            grid.append(float(f"{best * 2:.3g}"))
+        elif best == grid[0]:
+            grid.insert(0, float(f"{best / 2:.3g}"))
+        else:
+            break
+        print(f"best rate {best:g} at the grid's edge: extending the grid to {grid[0]:g} .. {grid[-1]:g}", flush=True)
     print(f"learning rate for every arm (baseline's best on seed {tune_seed}, by {p['select']}): {best:g}  "
           f"[{', '.join(f'{k:g}: {v:.4f}' for k, v in scores.items())}]", flush=True)
     return best
@@ -299,7 +330,7 @@ def time_to_baseline(rows, arm, key):
     return out
 
 
-def report(root, preset, seeds, arms):
+def report(root, preset, seeds, arms, work=None):
     p = PRESETS[preset]
     metrics = list(p["metrics"])
     if p["curve"]:
@@ -332,7 +363,7 @@ def report(root, preset, seeds, arms):
         for arm in rows:
             means, ends = [], []
             for seed in rows[arm]:
-                losses = train_losses(os.path.join(root, preset, arm, f"seed{seed}"))
+                losses = train_losses(os.path.join(work or root, preset, arm, f"seed{seed}"), rows[arm][seed])
                 if losses:
                     means.append(sum(losses) / len(losses))
                     tail = losses[-max(1, len(losses) // 10):]
@@ -374,6 +405,7 @@ def summary(root, seeds):
 
 
 def plot(root, preset, seed, arms, path):
+    """`root`: the folder holding the runs' own folders (--work_dir)."""
     from masksub_hf.plot import plot_runs
 
     dirs = [os.path.join(root, preset, a, f"seed{seed}") for a in arms
@@ -389,7 +421,10 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="reported seeds, paired across arms")
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), help="arms to run (default: the preset's); "
                         "the baseline is always run")
-    parser.add_argument("--output_dir", default="output/quality", help="results root: PRESET/ARM/seedS{.json,/}")
+    parser.add_argument("--output_dir", default="bench/results", help="results root: PRESET/ARM/seedS.json (small; "
+                        "commit them) and PRESET/report.md")
+    parser.add_argument("--work_dir", help="where each run's own folder goes (logs and curves, weights deleted); "
+                        "default: output/quality, or --output_dir when that is given")
     parser.add_argument("--tune_seed", type=int, default=100, help="seed of the baseline's learning-rate grid")
     parser.add_argument("--lr", type=float, help="skip the grid and use this learning rate for every arm")
     parser.add_argument("--tune_only", action="store_true", help="only run (or print) the baseline's learning-rate grid")
@@ -399,6 +434,7 @@ def main(argv=None):
     parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
                         "under --output_dir (for --seeds) and exit")
     args = parser.parse_args(argv)
+    work = args.work_dir or (args.output_dir if args.output_dir != parser.get_default("output_dir") else "output/quality")
     if args.summary:
         text = summary(args.output_dir, args.seeds)
         print(text)
@@ -410,19 +446,19 @@ def main(argv=None):
     preset = PRESETS[args.preset]
     arms = ["baseline"] + [a for a in (args.arms or preset["arms"]) if a != "baseline"]
     if args.tune_only:
-        return tuned_lr(args.output_dir, args.preset, args.tune_seed)
+        return tuned_lr(args.output_dir, args.preset, args.tune_seed, work=work)
     if not args.report_only:
-        lr = args.lr if args.lr is not None else tuned_lr(args.output_dir, args.preset, args.tune_seed)
+        lr = args.lr if args.lr is not None else tuned_lr(args.output_dir, args.preset, args.tune_seed, work=work)
         for seed in args.seeds:  # both arms of a seed back to back: a load change hits the pair alike
             for arm in arms:
-                run_one(args.output_dir, args.preset, arm, seed, lr)
+                run_one(args.output_dir, args.preset, arm, seed, lr, work)
     shown = list(dict.fromkeys(["baseline"] + preset["arms"] + arms))
-    text = report(args.output_dir, args.preset, args.seeds, shown)
+    text = report(args.output_dir, args.preset, args.seeds, shown, work)
     print(text)
     with open(os.path.join(args.output_dir, args.preset, "report.md"), "w") as f:
         f.write(text + "\n")
     if args.plot:
-        plot(args.output_dir, args.preset, args.seeds[0], [a for a in arms if a in ("baseline", "masksub", "plain")],
+        plot(work, args.preset, args.seeds[0], [a for a in arms if a in ("baseline", "masksub", "plain")],
              args.plot)
     return text
 

@@ -1,23 +1,32 @@
 """The MaskSub knobs, as TrainingArguments fields so one HfArgumentParser reads them all."""
 from dataclasses import dataclass, field
+from typing import Optional
 
 from transformers import TrainingArguments
 
+from .losses import RELAXED_LOSSES as LOSS_REGISTRY
 from .nonfinite import NONFINITE_MODES, validate_nonfinite
 
-MASKSUB_TYPES = ("mask", "drop", "path", "none")
-RELAXED_LOSSES = ("auto", "softmax", "sigmoid", "mse", "clip", "siglip")
+MASKSUB_TYPES = ("auto", "mask", "drop", "path", "none")
+DEFAULT_RATIO = 0.5  # the paper's, for mask, drop and path alike
+RELAXED_LOSSES = ("auto",) + tuple(LOSS_REGISTRY)
 
 
 def validate(masksub_type: str, masksub_ratio: float, masksub_loss: str = "auto") -> None:
     """Raise a ValueError that names the bad value and the accepted ones."""
     if masksub_type not in MASKSUB_TYPES:
         raise ValueError(f"--masksub_type {masksub_type!r} is unknown; choose one of {', '.join(MASKSUB_TYPES)}.")
+    if masksub_ratio is None and masksub_type == "auto":
+        return validate_loss(masksub_loss)
     if not isinstance(masksub_ratio, (int, float)) or not 0.0 <= masksub_ratio < 1.0:
         raise ValueError(
             f"--masksub_ratio must be in [0, 1) (the share of tokens dropped, or the dropout / drop-path "
             f"probability of the sub-branch); got {masksub_ratio!r}. The paper's default is 0.5."
         )
+    validate_loss(masksub_loss)
+
+
+def validate_loss(masksub_loss: str) -> None:
     if masksub_loss not in RELAXED_LOSSES:
         raise ValueError(f"--masksub_loss {masksub_loss!r} is unknown; choose one of {', '.join(RELAXED_LOSSES)}.")
 
@@ -27,26 +36,29 @@ class MaskSubConfig(TrainingArguments):
     """TrainingArguments plus the sub-branch settings (the convention TRL uses for its trainers)."""
 
     masksub_type: str = field(
-        default="mask",
+        default="auto",
         metadata={
-            "help": "Sub-branch perturbation: 'mask' drops a share of the input tokens (MaskSub), 'drop' raises every "
+            "help": "Sub-branch perturbation: 'auto' (default) takes the setting bench/quality.py measured best for the "
+            "model's kind and head (logged in one line; python -m masksub_hf.inspect MODEL shows it), 'mask' drops a share of the input tokens (MaskSub), 'drop' raises every "
             "dropout (DropSub), 'path' adds drop-path to every residual block (PathSub), 'none' trains as plain "
             "Trainer does.",
             "choices": list(MASKSUB_TYPES),
         },
     )
-    masksub_ratio: float = field(
-        default=0.5,
+    masksub_ratio: Optional[float] = field(
+        default=None,
         metadata={
             "help": "Strength of the sub-branch perturbation in [0, 1): the share of tokens dropped for 'mask', the "
-            "dropout or drop-path probability for 'drop' and 'path'. The paper uses 0.5."
+            "dropout or drop-path probability for 'drop' and 'path'. Default: auto's choice, else the paper's 0.5; "
+            "given with 'auto', it overrides auto's ratio (auto still picks the type)."
         },
     )
     masksub_loss: str = field(
         default="auto",
         metadata={
             "help": "Loss matching the sub-branch to the detached main prediction: 'softmax' (soft-target cross-"
-            "entropy), 'sigmoid' (BCE to sigmoid targets), 'mse' (regression), or 'auto' to choose from the "
+            "entropy), 'sigmoid' (BCE to sigmoid targets), 'mse' (regression: squared error), 'huber' (regression: "
+            "smooth-L1, beta 1), or 'auto' to choose from the "
             "model's config (problem_type, num_labels); 'clip' (both directions of an image x text similarity matrix) "
             "is what CLIP models pick themselves, 'siglip' (pairwise sigmoid BCE over that matrix) what SigLIP models pick.",
             "choices": list(RELAXED_LOSSES),
@@ -60,14 +72,16 @@ class MaskSubConfig(TrainingArguments):
         },
     )
 
-    masksub_nonfinite: str = field(
-        default="stop",
+    masksub_nonfinite: Optional[str] = field(
+        default=None,
         metadata={
-            "help": "What to do when a loss (main or sub-branch) or the gradient norm is inf or NaN: 'stop' ends "
+            "help": "What to do when a loss (main or sub-branch) or the gradient norm is inf or NaN (default: 'stop' "
+            "with a sub-branch, 'off' for masksub_type none, which is Trainer exactly): 'stop' ends "
             "training at once with an error naming the step and the branch, before that step changes the weights or "
             "writes a checkpoint (the last checkpoint stays as it was); 'skip', for long runs, drops that optimizer "
             "step (weights and optimizer state unchanged), counts it in the logs as nonfinite_skipped, and stops "
-            "after --masksub_nonfinite_max_skips skipped steps in a row.",
+            "after --masksub_nonfinite_max_skips skipped steps in a row; 'off' checks nothing (Trainer trains on and "
+            "filters the logged loss, logging_nan_inf_filter).",
             "choices": list(NONFINITE_MODES),
         },
     )
@@ -77,6 +91,8 @@ class MaskSubConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if self.masksub_ratio is None and self.masksub_type != "auto":
+            self.masksub_ratio = DEFAULT_RATIO
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
         validate_nonfinite(self.masksub_nonfinite, self.masksub_nonfinite_max_skips)
         super().__post_init__()

@@ -2,6 +2,7 @@
 
     python -m masksub_hf.inspect MODEL_DIR_OR_ID [--masksub_type mask] [--masksub_ratio 0.5]
     python -m masksub_hf.inspect --readme-table      # the README's supported-models table
+    python -m masksub_hf.inspect --auto-table        # the README's table of what --masksub_type auto picks
 
 The model is built from its config alone (random weights: the plan depends on the architecture,
 not on the weights), so a local directory needs only its config.json (a PEFT adapter directory
@@ -18,16 +19,21 @@ from torch import nn
 from .config import MASKSUB_TYPES
 from .models import FAMILIES, base_model_of, find_family
 from .models.base import GENERIC, TYPES
+from .recommend import choose, explain, readme_table as auto_table
 
 
 def plan(model: nn.Module, masksub_types: Optional[Iterable[str]] = None, ratio: float = 0.5) -> str:
-    """The family found and, per masksub_type, what it does to this model, its expected cost, or why
-    it is refused (the error MaskSubTrainer would raise at construction)."""
+    """The family found, what `auto` picks for it and why, and, per masksub_type, what it does to this model,
+    its expected cost, or why it is refused (the error MaskSubTrainer would raise at construction)."""
     base = base_model_of(model)
     family = find_family(base)
     wrapped = f" (inside {type(model).__name__})" if base is not model else ""
     lines = [f"model: {type(base).__name__}{wrapped}", f"family: {family.name}"]
-    for t in masksub_types or TYPES:
+    try:
+        lines.append(explain(*choose(family, base)))
+    except ValueError as err:
+        lines.append(str(err))
+    for t in [t for t in (masksub_types or TYPES) if t != "auto"]:
         reason = family.refusal(base, t)
         if reason is not None:
             lines.append(f"  {t:5} refused: {reason}")
@@ -70,12 +76,13 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a local model directory (config.json) or a hub id")
     parser.add_argument("--masksub_type", choices=[t for t in MASKSUB_TYPES if t != "none"],
-                        help="only this type (default: all three)")
+                        help="only this type (default: all three; auto's pick is always shown)")
     parser.add_argument("--masksub_ratio", type=float, default=0.5, help="the ratio the plan assumes (default 0.5)")
     parser.add_argument("--readme-table", action="store_true", help="print the README's supported-models table")
+    parser.add_argument("--auto-table", action="store_true", help="print the README's table of what auto picks")
     a = parser.parse_args(argv)
-    if a.readme_table:
-        print(readme_table())
+    if a.readme_table or a.auto_table:
+        print(readme_table() if a.readme_table else auto_table())
         return 0
     if not a.model:
         parser.error("name a model directory or hub id, or pass --readme-table")

@@ -36,6 +36,14 @@ def squared_error(sub_pred: torch.Tensor, main_pred: torch.Tensor) -> torch.Tens
         return F.mse_loss(sub, main)
 
 
+def huber(sub_pred: torch.Tensor, main_pred: torch.Tensor) -> torch.Tensor:
+    """Regression, robust: smooth-L1 (beta 1) to the detached main prediction. Half the squared error for
+    differences under 1, linear beyond, so a badly perturbed sub prediction cannot outweigh the main loss."""
+    sub, main = _fp32(sub_pred, main_pred)
+    with torch.autocast(sub.device.type, enabled=False):
+        return F.smooth_l1_loss(sub, main, beta=1.0)
+
+
 def contrastive_soft_cross_entropy(sub_logits: torch.Tensor, main_logits: torch.Tensor) -> torch.Tensor:
     """CLIP: soft cross-entropy over the image->text rows and the text->image rows, averaged.
 
@@ -61,6 +69,7 @@ RELAXED_LOSSES: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] 
     "softmax": soft_cross_entropy,
     "sigmoid": sigmoid_bce,
     "mse": squared_error,
+    "huber": huber,
     "clip": contrastive_soft_cross_entropy,
     "siglip": pairwise_sigmoid_bce,
 }

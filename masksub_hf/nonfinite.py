@@ -5,11 +5,13 @@ the run goes to its end, exits 0, and the NaN filter logs the loss as a plausibl
 `NonFiniteGuard` looks at every micro-batch's losses (both branches under MaskSub) and at the
 gradient norm Trainer computes before each optimizer step, and then
 
-- `stop` (default): raises `NonFiniteTrainingError` naming the step and the branch, before the
+- `stop` (the default with a sub-branch): raises `NonFiniteTrainingError` naming the step and the branch, before the
   optimizer step and before any checkpoint of that step, so the last checkpoint stays as it was;
 - `skip`: drops that optimizer step (every gradient set to None, so neither the weights nor the
   optimizer's moments move; the batch and its learning-rate step are consumed), counts it in
-  the logs (`nonfinite_skipped`) and stops after `masksub_nonfinite_max_skips` skips in a row.
+  the logs (`nonfinite_skipped`) and stops after `masksub_nonfinite_max_skips` skips in a row;
+- `off` (the default of `masksub_type none`, which is Trainer exactly): nothing is checked, Trainer
+  trains on and its `logging_nan_inf_filter` decides what is logged.
 
 A finite run is untouched: nothing is computed on the weights or gradients, so its numbers are
 bit for bit those of Trainer. With fp16 loss scaling the gradient norm is left to the GradScaler
@@ -23,15 +25,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-NONFINITE_MODES = ("stop", "skip")
+NONFINITE_MODES = ("stop", "skip", "off")
 
 
 class NonFiniteTrainingError(RuntimeError):
     """Training met a non-finite loss or gradient norm (the message names the step and branch)."""
 
 
-def validate_nonfinite(mode: str, max_skips: int) -> None:
-    if mode not in NONFINITE_MODES:
+def validate_nonfinite(mode: Optional[str], max_skips: int) -> None:
+    if mode is not None and mode not in NONFINITE_MODES:
         raise ValueError(f"--masksub_nonfinite {mode!r} is unknown; choose one of {', '.join(NONFINITE_MODES)}.")
     if not isinstance(max_skips, int) or isinstance(max_skips, bool) or max_skips < 1:
         raise ValueError(f"--masksub_nonfinite_max_skips must be a positive integer; got {max_skips!r}.")
@@ -51,10 +53,14 @@ class NonFiniteGuard:
       where the step is stopped or skipped.
     """
 
+    def nonfinite_default(self) -> str:
+        """The mode when the user named none (MaskSubTrainer: off for masksub_type none)."""
+        return "stop"
+
     def _nonfinite_setup(self):
         if hasattr(self, "_nonfinite_mode"):
             return
-        self._nonfinite_mode = getattr(self.args, "masksub_nonfinite", "stop")
+        self._nonfinite_mode = getattr(self.args, "masksub_nonfinite", None) or self.nonfinite_default()
         self._nonfinite_max_skips = getattr(self.args, "masksub_nonfinite_max_skips", 10)
         validate_nonfinite(self._nonfinite_mode, self._nonfinite_max_skips)
         self._nonfinite_found = None  # first bad loss of the current optimizer step: (branch, value)
@@ -64,8 +70,7 @@ class NonFiniteGuard:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._nonfinite_setup()
-        if self._nonfinite_mode == "skip" and getattr(self, "is_deepspeed_enabled", False):
+        if getattr(self.args, "masksub_nonfinite", None) == "skip" and getattr(self, "is_deepspeed_enabled", False):
             raise ValueError("--masksub_nonfinite skip cannot skip a DeepSpeed step (its engine steps itself); "
                              "use --masksub_nonfinite stop.")
 
@@ -85,13 +90,17 @@ class NonFiniteGuard:
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self.check_branch_losses(loss)
+        self._nonfinite_setup()
+        if self._nonfinite_mode != "off":
+            self.check_branch_losses(loss)
         return loss
 
     # ---- the optimizer step ------------------------------------------------------------------
     def _get_grad_norm(self, model, grad_norm=None):
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        self._nonfinite_step(model, grad_norm)
+        self._nonfinite_setup()
+        if self._nonfinite_mode != "off":
+            self._nonfinite_step(model, grad_norm)
         return grad_norm
 
     def _nonfinite_step(self, model, grad_norm) -> None:

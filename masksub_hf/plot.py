@@ -14,6 +14,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+from .wallclock import read as read_wallclock, with_wallclock
+
 # (title, y label, how to read the value from one log_history entry)
 PANELS = (
     ("validation accuracy", "accuracy", lambda e: e.get("eval_accuracy")),
@@ -44,8 +46,14 @@ def find_state(path: str) -> str:
 
 
 def read_history(path: str) -> List[Dict]:
-    with open(find_state(path)) as f:
-        return json.load(f).get("log_history", [])
+    """log_history of a run, with the wall-clock (`elapsed_s`) that the run kept beside it (wallclock.py)."""
+    state = find_state(path)
+    with open(state) as f:
+        history = json.load(f).get("log_history", [])
+    run_dir = path if os.path.isdir(path) else os.path.dirname(state)
+    if os.path.basename(run_dir).startswith("checkpoint-") and not read_wallclock(run_dir):
+        run_dir = os.path.dirname(run_dir)  # wallclock.json lives in the output_dir, beside the checkpoints
+    return with_wallclock(history, run_dir)
 
 
 def read_series(history: List[Dict], rows=PANELS) -> Dict[str, Dict[str, List]]:

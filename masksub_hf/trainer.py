@@ -7,19 +7,20 @@ Trainer then clips once and steps once. Peak activation memory stays at one bran
 import inspect
 import logging
 import os
-import time
 from contextlib import nullcontext
 
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
 
+from . import recommend
 from .checkpoints import ResumeFromCompleteCheckpoint
-from .config import validate
+from .config import DEFAULT_RATIO, validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import base_model_of, find_family
 from .models.base import as_sub_batch
 from .nonfinite import NonFiniteGuard
-from .perturb import frozen_norm_stats
+from .perturb import audit, frozen_norm_stats
+from .wallclock import WallClock
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def _ignores_num_items_in_batch(model) -> bool:
 
 
 class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
-    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (defaults: mask, 0.5).
+    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (default: auto, the
+    measured best for the model's kind; plain TrainingArguments: mask at 0.5).
 
     The main branch is `self.compute_loss`, so overrides and `compute_loss_func` train as they
     evaluate; in MaskSub steps it is called with num_items_in_batch=None and must return the batch
@@ -45,15 +47,20 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.masksub_type = getattr(self.args, "masksub_type", "mask")
-        self.masksub_ratio = getattr(self.args, "masksub_ratio", 0.5)
+        self.masksub_ratio = getattr(self.args, "masksub_ratio", DEFAULT_RATIO)
+        if self.masksub_ratio is None and self.masksub_type != "auto":
+            self.masksub_ratio = DEFAULT_RATIO
         self.masksub_loss = getattr(self.args, "masksub_loss", "auto")
         self.masksub_plain = getattr(self.args, "masksub_plain", False)
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
+        self.family = None
+        base = base_model_of(self.accelerator.unwrap_model(self.model))
+        self.masksub_choice = None
+        if self.masksub_type == "auto":
+            self._choose_automatically(base)
         if self.masksub_plain and self.masksub_type == "none":
             raise ValueError("--masksub_plain applies the masksub_type perturbation to the main branch; "
                              "choose --masksub_type mask, drop or path with it.")
-        self.family = None
-        base = base_model_of(self.accelerator.unwrap_model(self.model))
         if self.masksub_type == "none":
             self._warn_if_trainer_scales_wrongly(base)
         else:
@@ -64,20 +71,51 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
             self.model_accepts_loss_kwargs = False
             self.loss_is_scaled_for_ga = False
         self._branch_sums = {}
-        self._train_started = None
+        self.add_callback(WallClock())  # seconds per logged step, beside the logs (wallclock.py)
+
+    def run_identity(self):
+        """The model's identity (checkpoints.py) and the sub-branch setting: resuming with another is refused."""
+        return {**super().run_identity(), "masksub": self.masksub_setting()}
+
+    def nonfinite_default(self) -> str:
+        return "off" if self.masksub_type == "none" else "stop"  # none is Trainer: no guard unless asked
+
+    def masksub_setting(self) -> str:
+        """What this trainer runs, as flags (auto resolved): for logs and result files."""
+        if self.masksub_type == "none":
+            return "--masksub_type none"
+        loss = "" if self.masksub_loss == "auto" else f" --masksub_loss {self.masksub_loss}"
+        return f"--masksub_type {self.masksub_type} --masksub_ratio {self.masksub_ratio:g}{loss}"
+
+    def _choose_automatically(self, base):
+        """Resolve --masksub_type auto from the measured table (recommend.py); an explicit ratio or loss stays."""
+        where, choice, passed = recommend.choose(find_family(base), base, self.masksub_loss)
+        logger.warning(recommend.explain(where, choice, passed, self.masksub_ratio))
+        self.masksub_choice = choice
+        self.masksub_type = choice.masksub_type
+        if self.masksub_ratio is None:
+            self.masksub_ratio = choice.ratio
+        if self.masksub_loss == "auto":
+            self.masksub_loss = choice.loss
 
     def _warn_if_trainer_scales_wrongly(self, base):
         # Trainer hands num_items_in_batch over only when the batch has labels (CLIPModel's return_loss has none)
-        if (self.args.gradient_accumulation_steps > 1 and self.model_accepts_loss_kwargs
-                and "labels" in (self.label_names or [])
+        if not (self.model_accepts_loss_kwargs and "labels" in (self.label_names or [])
                 and self.compute_loss_func is None and self.loss_is_scaled_for_ga is None
                 and _ignores_num_items_in_batch(base)):
+            return
+        factors = []
+        if self.args.gradient_accumulation_steps > 1:  # the loss is not divided by the accumulation steps
+            factors.append(f"{self.args.gradient_accumulation_steps} (gradient_accumulation_steps)")
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:  # it is multiplied
+            factors.append(f"{self.accelerator.num_processes} (processes, average_tokens_across_devices)")
+        if factors:
             logger.warning(
-                "masksub_type none is transformers.Trainer exactly, including its gradient-accumulation quirk: "
-                f"{type(base).__name__}.forward takes **kwargs, so Trainer passes num_items_in_batch and does not divide "
-                "the loss by gradient_accumulation_steps, but the model ignores it and returns a per-batch mean. The "
-                f"logged loss and the gradients are {self.args.gradient_accumulation_steps}x those of one large batch "
-                "(upstream transformers behaviour). MaskSub types use per-micro-batch means; compare runs accordingly.")
+                "masksub_type none is transformers.Trainer exactly, including its num_items_in_batch quirk: "
+                f"{type(base).__name__}.forward takes **kwargs, so Trainer passes num_items_in_batch and leaves the "
+                "scaling to the model, but the model ignores it and returns a per-batch mean. The logged loss and the "
+                f"gradients are {' x '.join(factors)} times those of one large batch (upstream transformers "
+                "behaviour). MaskSub types use per-micro-batch means; compare runs accordingly.")
 
     # ---- the sub-branch ----------------------------------------------------------------------
     def perturbed(self, model, inputs):
@@ -94,8 +132,12 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
 
     def main_branch(self, model, inputs):
         """(loss, detached prediction) through self.compute_loss, so subclasses' overrides train too."""
+        # A compute_loss_func written as sum / num_items_in_batch gets this micro-batch's count (Trainer's own
+        # counting), so it returns the per-micro-batch mean that the two-branch step scales.
+        count = {} if self.compute_loss_func is None else \
+            {"num_items_in_batch": self._get_num_items_in_batch([inputs], self.args.device)}
         with self.compute_loss_context_manager():
-            result = self.compute_loss(model, dict(inputs), return_outputs=True)
+            result = self.compute_loss(model, dict(inputs), return_outputs=True, **count)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise ValueError(f"{type(self).__name__}.compute_loss(..., return_outputs=True) must return (loss, outputs): "
                              "the sub-branch learns the main branch's prediction from those outputs.")
@@ -103,11 +145,8 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
         return loss, self.family.prediction(outputs).detach()
 
     def train(self, *args, **kwargs):
-        self._train_started = time.perf_counter()
-        try:
-            return super().train(*args, **kwargs)
-        finally:
-            self._train_started = None
+        self._branch_sums = {}  # a logging window left open by an earlier train() call is not this run's
+        return super().train(*args, **kwargs)
 
     def one_combined_backward(self) -> bool:
         """DeepSpeed's backward may step the optimizer, and ZeRO rejects a second one: one combined
@@ -135,12 +174,15 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
                 self.accelerator.backward(main_loss / scale)
         # The perturbation (and the BatchNorm statistics it must not move) stays in force through the
         # sub-branch backward: gradient checkpointing recomputes the perturbed layers there.
+        # Every step proves the perturbation reached the model (perturb/audit.py): a plan is not trusted.
         unwrapped = base_model_of(self.accelerator.unwrap_model(model))
-        sub_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "return_loss")}
-        with frozen_norm_stats(unwrapped), self.perturbed(model, sub_inputs) as yielded:
+        sub_inputs = self.family.sub_inputs(unwrapped, inputs)
+        with audit.recording() as seen, frozen_norm_stats(unwrapped), self.perturbed(model, sub_inputs) as yielded:
             sub = as_sub_batch(yielded)
             with self.compute_loss_context_manager():
-                sub_loss = self.relaxed_loss(model, model(**sub), sub, inputs, target)
+                sub_outputs = model(**sub)
+                audit.verify(seen, self.masksub_type, self.masksub_ratio, unwrapped, self.family)
+                sub_loss = self.relaxed_loss(model, sub_outputs, sub, inputs, target)
             if combined:
                 deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
                 self.accelerator.backward((main_loss + sub_loss) / scale, **({"scale_wrt_gas": False} if deepspeed else {}))
@@ -161,7 +203,13 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
         if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
                 or not os.path.isfile(os.path.join(checkpoint, "config.json"))):
             return False
-        loaded = type(model).from_pretrained(checkpoint, config=model.config)
+        loaded, info = type(model).from_pretrained(checkpoint, config=model.config, output_loading_info=True)
+        missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k
+                                                          for k in info.get("mismatched_keys") or []]
+        if missing:  # from_pretrained would initialise them afresh: a checkpoint of another model
+            raise ValueError(f"cannot load {checkpoint}: {len(missing)} weights of this {type(model).__name__} are "
+                             f"missing from it or shaped differently (first: {sorted(missing)[0]}); it holds another "
+                             "model. Start afresh, or resume from a checkpoint of this model.")
         model.load_state_dict(loaded.state_dict(), strict=True)
         return True
 
@@ -182,10 +230,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
             self._branch_sums[key] = (total + value.detach().float(), count + 1)
 
     def log(self, logs, *args, **kwargs):
-        """Add the window means of loss_main and loss_sub beside Trainer's training `loss`, and, while
-        training, the seconds since it began (`elapsed_s`) so runs can be compared against wall-clock."""
-        if self._train_started is not None:
-            logs["elapsed_s"] = round(time.perf_counter() - self._train_started, 3)
+        """Add the window means of loss_main and loss_sub beside Trainer's training `loss` (none adds nothing)."""
         if "loss" in logs and self._branch_sums:
             for key, (total, count) in self._branch_sums.items():
                 value = self.accelerator.gather((total / count).reshape(1)).mean().item()

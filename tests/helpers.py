@@ -63,7 +63,7 @@ def image_dataset(digits, n=32):
 def args(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, per_device_eval_batch_size=8,
                 learning_rate=1e-3, max_steps=4, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
-                disable_tqdm=True, seed=0, dataloader_num_workers=0)
+                disable_tqdm=True, seed=0, dataloader_num_workers=0, masksub_type="mask")
     base.update(kw)
     return MaskSubConfig(**base)
 

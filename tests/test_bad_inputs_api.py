@@ -11,7 +11,7 @@ from tests.helpers import args, image_dataset, tiny_vit
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"masksub_nonfinite": "ignore"}, "--masksub_nonfinite 'ignore' is unknown; choose one of stop, skip"),
+    ({"masksub_nonfinite": "ignore"}, "--masksub_nonfinite 'ignore' is unknown; choose one of stop, skip, off"),
     ({"masksub_nonfinite_max_skips": 0}, "--masksub_nonfinite_max_skips must be a positive integer; got 0"),
     ({"masksub_type": "cutout"}, "--masksub_type 'cutout' is unknown"),
     ({"masksub_ratio": 1.0}, "--masksub_ratio must be in [0, 1)"),
@@ -29,7 +29,7 @@ def test_resuming_from_a_half_written_checkpoint_is_refused(digits, tmp_path):
     trainer = MaskSubTrainer(model=tiny_vit(), args=args(tmp_path), train_dataset=image_dataset(digits))
     with pytest.raises(ValueError, match="cannot resume from .*checkpoint-4: it has no trainer_state.json"):
         trainer.train(resume_from_checkpoint=str(half))
-    with pytest.raises(ValueError, match=r"No complete checkpoint found in output directory"):
+    with pytest.raises(ValueError, match=r"No valid checkpoint found in output directory"):
         trainer.train(resume_from_checkpoint=True)
 
 

@@ -324,7 +324,8 @@ def test_a_model_the_mask_cannot_take_is_refused_before_training(argv, tiny_bert
     AutoTokenizer.from_pretrained(tiny_bert_dir).save_pretrained(gpt)
     train = write(tmp_path / "train.csv", rows)
     refused(run_glue.cli, argv("--task_name", "sst2", "--train_file", train, "--do_train", "--model_name_or_path",
-                               str(gpt)), capsys, "pad_token_id", "drop or path works", "register_family")
+                               str(gpt), "--masksub_type", "mask"), capsys, "pad_token_id", "drop or path works",
+            "register_family")
 
 
 # ---- the error path itself --------------------------------------------------------------------------
@@ -341,3 +342,56 @@ def test_help_mentions_debug(capsys):
     with pytest.raises(SystemExit) as done:
         run_glue.cli(["--help"])
     assert done.value.code == 0 and "--debug" in capsys.readouterr().out
+
+
+# ---- labels named or written carelessly ------------------------------------------------------------
+def test_a_label_column_name_the_file_lacks_is_refused(argv, rows, tmp_path, capsys):
+    train = write(tmp_path / "train.json", [dict(r, verdict=r["label"]) for r in rows])  # has 'label' too
+    refused(run_glue.cli, argv("--train_file", train, "--do_train", "--label_column_name", "sentiment"), capsys,
+            "--label_column_name 'sentiment' is not a column of", train, "label, verdict")
+    plain = write(tmp_path / "plain.json", [{"sentence": r["sentence"], "verdict": r["label"]} for r in rows])
+    refused(run_glue.cli, argv("--train_file", plain, "--do_train", "--label_column_name", "sentiment"), capsys,
+            "--label_column_name 'sentiment' is not a column of", "sentence, verdict")
+
+
+def test_label_names_with_spaces_around_them_are_stripped_with_a_warning(argv, rows, tmp_path):
+    names = [dict(r, label=["neg", "pos"][r["label"]] + (" " if i % 3 == 0 else "")) for i, r in enumerate(rows)]
+    train = write(tmp_path / "train.json", names)
+    with pytest.warns(InputWarning) as record:
+        run_glue.main(argv("--train_file", train, "--do_train"))
+    warned(record, train, "have spaces around them", "stripped")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert sorted(config["id2label"].values()) == ["neg", "pos"]  # two classes, not four
+
+
+# ---- flags that would fail only after training started ---------------------------------------------
+def test_a_metric_the_task_does_not_log_is_refused_before_training(argv, rows, tmp_path, capsys):
+    train = write(tmp_path / "train.json", rows)
+    refused(run_glue.cli, argv("--task_name", "sst2", "--train_file", train, "--do_train", "--metric_for_best_model",
+                               "f1"), capsys, "--metric_for_best_model f1: the evaluation here logs accuracy and loss")
+    assert not (tmp_path / "out" / "train_results.json").exists()
+
+
+def test_a_reporting_integration_that_is_not_installed_is_named(argv, rows, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
+    train = write(tmp_path / "train.json", rows)
+    flags = [a for a in argv("--task_name", "sst2", "--train_file", train, "--do_train") if a != "none"]
+    flags[flags.index("--report_to") + 1:flags.index("--report_to") + 1] = ["tensorboard"]
+    refused(run_glue.cli, flags, capsys, "--report_to tensorboard needs the tensorboard package", "pip install tensorboard")
+
+
+@pytest.mark.parametrize("length, refused_too", [(1, True), (2, True), (3, False)])
+def test_a_max_seq_length_without_room_for_text(argv, rows, tmp_path, capsys, length, refused_too):
+    train = write(tmp_path / "train.json", rows)
+    flags = argv("--task_name", "sst2", "--train_file", train, "--do_train", "--max_seq_length", str(length))
+    if refused_too:
+        refused(run_glue.cli, flags, capsys, f"--max_seq_length {length} leaves no room for text",
+                "adds 2 special tokens")
+        return
+    with pytest.warns(InputWarning) as record:
+        run_glue.main(flags)
+    warned(record, "--max_seq_length 3 keeps at most 1 text token(s) per row")

@@ -62,7 +62,7 @@ def test_truncated_state_and_missing_weights_are_incomplete_and_explicit_paths_a
     assert "truncated" in incomplete_reason(str(tmp_path / "checkpoint-2"))
     assert incomplete_reason(str(tmp_path / "checkpoint-3")) == "it holds no model weights"
     assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-1")
-    from tasks.cli import resume_checkpoint
+    from tasks.cli import LOCK_FILE, resume_checkpoint
 
     with pytest.raises(ValueError, match="checkpoint-2 cannot be resumed from: its trainer_state.json is truncated"):
         resume_checkpoint(str(tmp_path), str(tmp_path / "checkpoint-2"), overwrite=False)
@@ -71,4 +71,4 @@ def test_truncated_state_and_missing_weights_are_incomplete_and_explicit_paths_a
     (only / "checkpoint-2").mkdir(parents=True)
     (only / "checkpoint-2" / "model.safetensors").write_bytes(b"x")
     assert resume_checkpoint(str(only), None, overwrite=False) is None
-    assert os.listdir(only) == ["checkpoint-2"]
+    assert sorted(os.listdir(only)) == [LOCK_FILE, "checkpoint-2"]  # left as it was, and taken by this run

@@ -14,6 +14,7 @@ from masksub_hf import MaskSubTrainer
 from masksub_hf.losses import RELAXED_LOSSES, resolve_loss_name
 from masksub_hf.models import find_family
 from masksub_hf.models.open_clip import MAX_LOGIT_SCALE, ClampLogitScale, OpenCLIPForMaskSub, OpenCLIPFamily
+from masksub_hf.wallclock import with_wallclock
 from tasks import clip as data
 from tests.helpers import args as make_args
 
@@ -94,7 +95,7 @@ def test_eval_strategy_evaluates_during_training_on_trainers_schedule(configs, d
     """The CLIP metrics, not an evaluation loss, are what --eval_strategy logs: the curves of bench/quality.py."""
     metrics = run_clip.main(_argv(configs["tiny-vit"], digit_csv, tmp_path, "--mode", mode, "--max_steps", "4",
                                   "--eval_strategy", "steps", "--eval_steps", "2"))
-    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    history = with_wallclock(json.loads((tmp_path / "trainer_state.json").read_text())["log_history"], str(tmp_path))
     evals = [h for h in history if key in h]
     assert [h["step"] for h in evals] == [2, 4] and all(h["elapsed_s"] > 0 for h in evals)
     assert evals[-1][key] == metrics[key]  # the last one evaluated the final model

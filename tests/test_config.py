@@ -11,7 +11,7 @@ def test_cli_flags_parse_and_defaults(tmp_path):
                                                  "--masksub_ratio", "0.3", "--use_cpu"])
     assert (cfg.masksub_type, cfg.masksub_ratio, cfg.masksub_loss, cfg.masksub_plain) == ("path", 0.3, "auto", False)
     (default,) = parser.parse_args_into_dataclasses(["--output_dir", str(tmp_path)])
-    assert (default.masksub_type, default.masksub_ratio) == ("mask", 0.5)
+    assert (default.masksub_type, default.masksub_ratio) == ("auto", None)  # the measured best: tests/test_auto.py
 
 
 def test_help_explains_each_flag():

@@ -115,15 +115,22 @@ def test_own_drop_path_covers_resnets_whose_empty_slots_are_none():
 
 
 def test_unknown_model_gets_drop_and_path_and_a_construction_error_for_mask():
+    class Block(nn.Module):  # a residual block: x + F(x)
+        def __init__(self):
+            super().__init__()
+            self.linear, self.dropout = nn.Linear(4, 4), nn.Dropout(0.1)
+
+        def forward(self, x):
+            return x + self.dropout(self.linear(x))
+
     class Tiny(nn.Module):
         def __init__(self):
             super().__init__()
-            self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(3))
-            self.dropout = nn.Dropout(0.1)
+            self.layers = nn.ModuleList(Block() for _ in range(3))
 
         def forward(self, x):
             for layer in self.layers:
-                x = x + self.dropout(layer(x))
+                x = layer(x)
             return x
 
     family = find_family(Tiny())

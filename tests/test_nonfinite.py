@@ -41,15 +41,20 @@ def poisoned(digits, bad_samples, value=float("inf")):
     return [{"pixel_values": x[i], "labels": int(labels[i])} for i in range(32)]
 
 
+def checkpoint_dirs(output_dir):
+    return sorted(n for n in os.listdir(output_dir) if n.startswith("checkpoint-"))
+
+
 def files(checkpoint):
     return {name: open(os.path.join(checkpoint, name), "rb").read() for name in sorted(os.listdir(checkpoint))}
 
 
-@pytest.mark.parametrize("masksub_type", ["mask", "none"])
-def test_an_inf_pixel_stops_at_its_step_and_leaves_the_last_checkpoint_alone(masksub_type, digits, tmp_path):
+@pytest.mark.parametrize("masksub_type, mode", [("mask", None), ("none", "stop")])  # none guards only when asked
+def test_an_inf_pixel_stops_at_its_step_and_leaves_the_last_checkpoint_alone(masksub_type, mode, digits, tmp_path):
     # batch size 8: sample 17 is in step 3; checkpoints at every step
     trainer = InOrder(model=tiny_vit(), train_dataset=poisoned(digits, [17]),
-                      args=args(tmp_path, masksub_type=masksub_type, save_strategy="steps", save_steps=1))
+                      args=args(tmp_path, masksub_type=masksub_type, masksub_nonfinite=mode, save_strategy="steps",
+                                save_steps=1))
     saved = {}
     trainer.add_callback(type("Keep", (TrainerCallback,), {"on_save": lambda self, a, s, c, **k: saved.update(
         {s.global_step: files(os.path.join(a.output_dir, f"checkpoint-{s.global_step}"))})})())
@@ -58,7 +63,7 @@ def test_an_inf_pixel_stops_at_its_step_and_leaves_the_last_checkpoint_alone(mas
     message = str(err.value)
     assert message.startswith("step 3: the main-branch loss is ")  # the main branch sees the pixel first
     assert "checkpoint-2, is untouched" in message and "--learning_rate" in message
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint-1", "checkpoint-2"]
+    assert checkpoint_dirs(tmp_path) == ["checkpoint-1", "checkpoint-2"]
     assert files(tmp_path / "checkpoint-2") == saved[2]
     assert trainer.state.global_step == 2
 
@@ -109,7 +114,7 @@ def test_skip_stops_after_n_in_a_row(digits, tmp_path):
                                 save_strategy="steps", save_steps=1))
     with pytest.raises(NonFiniteTrainingError, match=r"^step 3: .*2 optimizer steps in a row were skipped"):
         trainer.train()
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint-1", "checkpoint-2"]  # step 2 was skipped, not lost
+    assert checkpoint_dirs(tmp_path) == ["checkpoint-1", "checkpoint-2"]  # step 2 was skipped, not lost
 
 
 def test_finite_runs_stay_bit_identical_to_trainer_in_both_modes(digits, tmp_path):
@@ -126,7 +131,7 @@ def test_finite_runs_stay_bit_identical_to_trainer_in_both_modes(digits, tmp_pat
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="--masksub_nonfinite 'ignore' is unknown; choose one of stop, skip"):
+    with pytest.raises(ValueError, match="--masksub_nonfinite 'ignore' is unknown; choose one of stop, skip, off"):
         MaskSubConfig(output_dir="x", masksub_nonfinite="ignore")
     with pytest.raises(ValueError, match="--masksub_nonfinite_max_skips must be a positive integer; got 0"):
         MaskSubConfig(output_dir="x", masksub_nonfinite="skip", masksub_nonfinite_max_skips=0)

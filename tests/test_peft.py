@@ -14,7 +14,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoTokenizer
 
 from masksub_hf import MaskSubTrainer
-from masksub_hf.models.base import longest_module_list
+from masksub_hf.models.base import layer_stack
 from tests.helpers import args, image_dataset, text_batch, tiny_bert, tiny_vit
 from tests.test_vision_families import check_differs, check_tokens, images, structure
 
@@ -31,7 +31,7 @@ def lora_bert(vocab_size):
 
 
 def first_layer(model):
-    return longest_module_list(model.get_base_model())[0]
+    return layer_stack(model.get_base_model())[0]
 
 
 def perturbs_the_sub_branch_only(trainer, model, batch, before):

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 from masksub_hf import MaskSubTrainer, find_family
-from masksub_hf.models.base import GenericFamily, longest_module_list
+from masksub_hf.models.base import GenericFamily, layer_stack
 from masksub_hf.models.hf_text import DecoderTextFamily, MaskTokenTextFamily, TextEncoderFamily
 from masksub_hf.perturb import dropout_sites
 from tests.helpers import args, text_dataset
@@ -149,7 +149,7 @@ def _masked_full_reference(model, batch, sub):
 
 def _first_block_tokens(model, run):
     seen = []
-    handle = longest_module_list(model)[0].register_forward_pre_hook(
+    handle = layer_stack(model)[0].register_forward_pre_hook(
         lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
     try:
         run()
@@ -457,7 +457,7 @@ def test_mask_token_fallback_pairs_per_token_predictions_where_the_token_was_not
 # real training steps: a left-padded decoder (with gradient checkpointing) and a token classifier
 def _token_counter(model):
     seen = []
-    handle = longest_module_list(model)[0].register_forward_pre_hook(
+    handle = layer_stack(model)[0].register_forward_pre_hook(
         lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[1]), with_kwargs=True)
     return seen, handle
 

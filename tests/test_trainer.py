@@ -11,6 +11,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TimmWr
 import masksub_hf.trainer as trainer_module
 from masksub_hf import MaskSubTrainer
 from masksub_hf.perturb import dropout_sites
+from masksub_hf.wallclock import with_wallclock
 from tests.helpers import args, fixed_scores, image_dataset, text_batch, text_dataset, tiny_bert, tiny_vit
 
 
@@ -111,7 +112,7 @@ def test_none_is_trainer_bit_for_bit_with_accumulation_and_warns_where_trainer_s
             trainer = cls(model=model, train_dataset=data, data_collator=collator, args=args(
                 tmp_path / cls.__name__, masksub_type="none", per_device_train_batch_size=4,
                 gradient_accumulation_steps=2, max_steps=2))
-        warned.append("gradient-accumulation quirk" in caplog.text)
+        warned.append("2 (gradient_accumulation_steps) times" in caplog.text)
         trainer.train()
         runs.append(trainer)
     plain, ours = runs
@@ -159,10 +160,15 @@ def test_branch_losses_are_logged_and_the_sub_loss_starts_at_the_main_entropy(to
     train_logs = [h for h in history if "loss" in h]
     assert len(train_logs) == 3 and any("eval_loss" in h for h in history)
     for h in train_logs:
-        assert {"loss_main", "loss_sub", "elapsed_s"} <= set(h)
+        assert {"loss_main", "loss_sub"} <= set(h) and "elapsed_s" not in h  # the clock is kept beside the logs
         assert h["loss"] == pytest.approx((h["loss_main"] + h["loss_sub"]) / 2, abs=1e-3)
-    assert all("elapsed_s" in h for h in history)  # eval logs during training too: plots against wall-clock
-    assert "elapsed_s" not in trainer.evaluate()  # but not the metrics of a later evaluate()
+    clock = json.loads((tmp_path / "wallclock.json").read_text())
+    assert [e["step"] for e in clock] == [h["step"] for h in history]  # one entry per log call, evals included
+    assert all(a["elapsed_s"] <= b["elapsed_s"] for a, b in zip(clock, clock[1:]))
+    merged = with_wallclock(history, str(tmp_path))
+    assert all(m["elapsed_s"] > 0 for m in merged)  # eval logs too: plots against wall-clock
+    evaluated = trainer.evaluate()
+    assert "elapsed_s" not in evaluated and json.loads((tmp_path / "wallclock.json").read_text()) == clock
     first = train_logs[0]
     assert entropy - 1e-3 <= first["loss_sub"] <= entropy + 0.1  # soft CE = H(main) + KL >= H(main)
     assert first["loss_main"] == pytest.approx(math.log(3), abs=0.3)  # 3 classes, untrained
@@ -274,3 +280,21 @@ def test_batchnorm_running_statistics_follow_the_main_branch_only(masksub_type, 
     assert any(not torch.equal(a, b) for a, b in zip(expected, before))  # the main branch did move them
     for a, b in zip(stats(), expected):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_second_train_call_logs_only_its_own_steps(digits, tmp_path):
+    """The branch-loss window of a first train() that ended between two logs must not leak into the second."""
+    trainer = MaskSubTrainer(model=tiny_vit(), train_dataset=image_dataset(digits),
+                             args=args(tmp_path, max_steps=3, logging_steps=2))
+    windows, log = [], trainer.log
+
+    def spy(logs, *a, **k):
+        if "loss" in logs:
+            windows.append(trainer._branch_sums["loss_main"][1])  # micro-batches in this window
+        return log(logs, *a, **k)
+
+    trainer.log = spy
+    trainer.train()
+    assert trainer._branch_sums["loss_main"][1] == 1  # step 3 was never logged
+    trainer.train()
+    assert windows == [2, 2]

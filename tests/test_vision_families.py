@@ -21,7 +21,7 @@ from transformers import (BeitConfig, BeitForImageClassification, ConvNextConfig
 
 from masksub_hf import MaskSubTrainer
 from masksub_hf.models import find_family
-from masksub_hf.models.base import longest_module_list
+from masksub_hf.models.base import layer_stack
 from masksub_hf.models.hf_image import residual_layouts
 from masksub_hf.perturb import dropout_sites
 from masksub_hf.perturb.residual import residual_drop_path
@@ -31,7 +31,7 @@ VIT = dict(patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, nu
 
 
 def first_layer(model):
-    return longest_module_list(model)[0]
+    return layer_stack(model)[0]
 
 
 def _seeded(build):

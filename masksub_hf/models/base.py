@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..perturb import block_drop_path, drop_path_slots, dropout_rate, dropout_sites, own_drop_path
+from ..perturb.dropout import config_rates
 
 TYPES = ("mask", "drop", "path")
 # where a prediction sits in a ModelOutput, most common first (classifiers, then image-text models)
@@ -47,10 +48,12 @@ def base_model_of(model: nn.Module) -> nn.Module:
 
 class Family:
     name = "family"
+    modality = None  # "text", "image" or "image-text": which row of `--masksub_type auto`'s table applies
     # the README's supported-models table is generated from these (python -m masksub_hf.inspect --readme-table)
     mask_doc = "refused"
-    drop_doc = "every dropout at p"
-    path_doc = "the model's own drop-path slots at p, else its residual blocks"
+    drop_doc = "every dropout at p (modules, and config rates that some models read at forward time)"
+    path_doc = ("the model's own drop-path slots at p, else every block of its layer stacks (a list of lists "
+                "flattened)")
 
     def matches(self, model: nn.Module) -> bool:
         raise NotImplementedError
@@ -79,9 +82,21 @@ class Family:
 
     def blocks(self, model: nn.Module) -> List[nn.Module]:
         """The residual blocks that PathSub hooks when the model has no drop-path slot of its own."""
-        return longest_module_list(model)
+        return layer_stack(model)
 
     # ---- what the trainer reads ----------------------------------------------------------------
+    def sub_inputs(self, model: nn.Module, inputs: Dict) -> Dict:
+        """The batch the sub-branch starts from: no labels (it learns the main prediction, not the label). An
+        encoder-decoder builds its decoder input from the labels, so it gets that decoder input explicitly: the
+        decoder sees what the main branch's decoder saw (BART would otherwise shift the source ids)."""
+        sub = {k: v for k, v in inputs.items() if k not in ("labels", "return_loss")}
+        labels = inputs.get("labels")
+        config = getattr(model, "config", None)
+        if (getattr(config, "is_encoder_decoder", False) and labels is not None
+                and sub.get("decoder_input_ids") is None and sub.get("decoder_inputs_embeds") is None):
+            sub["decoder_input_ids"] = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        return sub
+
     def prediction(self, outputs):
         """The tensor the sub-branch learns: the first of PREDICTION_KEYS in the model's output."""
         if isinstance(outputs, dict):
@@ -102,7 +117,14 @@ class Family:
     def pair(self, sub_pred: torch.Tensor, main_pred: torch.Tensor, sub: SubBatch, inputs: Dict):
         """(sub, main) predictions aligned for the relaxed loss. Per-token predictions (token
         classification) keep the positions both branches saw and that carry a label (not special,
-        not padding), flattened to (N, C)."""
+        not padding), flattened to (N, C). A decoder's predictions (seq2seq) pair position by position where
+        the labels are not -100."""
+        if main_pred.dim() >= 3 and sub.get("decoder_input_ids") is not None:
+            labels = inputs.get("labels")
+            if labels is not None and labels.shape == main_pred.shape[:2]:
+                valid = labels.ne(-100)
+                return sub_pred[valid], main_pred[valid]
+            return sub_pred, main_pred
         if main_pred.dim() < 3 or "input_ids" not in inputs or main_pred.shape[1] != inputs["input_ids"].shape[-1]:
             return sub_pred, main_pred
         valid = _token_targets(inputs)
@@ -114,7 +136,7 @@ class Family:
     # ---- construction-time checks and the plan ------------------------------------------------
     def refusal(self, model: nn.Module, masksub_type: str) -> Optional[str]:
         """Why this model cannot take masksub_type (None when it can): what is missing."""
-        if masksub_type == "drop" and not dropout_sites(model):
+        if masksub_type == "drop" and not (dropout_sites(model) or config_rates(model)):
             return "it has no dropout module or dropout rate to raise"
         if masksub_type == "path" and not (drop_path_slots(model) or self.blocks(model)):
             return "it has no drop-path slot and no stack of residual blocks was found"
@@ -123,7 +145,9 @@ class Family:
     def describe(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> str:
         """One line: what masksub_type does to this model."""
         if masksub_type == "drop":
-            return f"DropSub: {len(dropout_sites(model))} dropout sites raised to p={ratio} in the sub-branch"
+            rates = config_rates(model)
+            read = f", and the config's {', '.join(rates)} (some models read them at forward time)" if rates else ""
+            return f"DropSub: {len(dropout_sites(model))} dropout sites raised to p={ratio} in the sub-branch{read}"
         if masksub_type == "path":
             slots = drop_path_slots(model)
             if slots:
@@ -196,7 +220,30 @@ def find_family(model: nn.Module) -> Family:
 GENERIC = GenericFamily()
 
 
-def longest_module_list(root: nn.Module) -> List[nn.Module]:
-    """The model's stack of layers: the longest ModuleList under root (encoder.layer, transformer.h, layers...)."""
-    lists = [m for m in root.modules() if isinstance(m, nn.ModuleList)]
-    return list(max(lists, key=len)) if lists else []
+def layer_stack(root: nn.Module) -> List[nn.Module]:
+    """The model's stacks of layers, in module order: every outermost ModuleList of composite blocks (encoder.layer,
+    transformer.h, an encoder's and a decoder's layers alike), with a list of lists flattened (Funnel's blocks of
+    layers). Lists inside a block (T5's sub-layers) and lists of leaf modules (norms, heads) are not layers."""
+    def flat(modules):
+        return [leaf for m in modules for leaf in (flat(m) if isinstance(m, nn.ModuleList) else [m])]
+
+    def composite(blocks):
+        return len(blocks) > 0 and len({type(b) for b in blocks}) == 1 and all(
+            any(True for _ in b.children()) and any(True for _ in b.parameters()) for b in blocks)
+
+    found = []
+
+    def visit(module):
+        for child in module.children():
+            if isinstance(child, nn.ModuleList):
+                blocks = flat(child)
+                if composite(blocks):
+                    found.extend(blocks)
+            else:
+                visit(child)
+
+    if isinstance(root, nn.ModuleList):
+        blocks = flat(root)
+        return blocks if composite(blocks) else []
+    visit(root)
+    return found

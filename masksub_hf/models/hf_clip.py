@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..perturb import block_mask, dropped_output_tokens, gather_tokens, keep_indices
-from .base import Family, SubBatch, longest_module_list
+from .base import Family, SubBatch, layer_stack
 from .text_positions import original_positions
 
 TEXT_POOLING = {"eos": "the EOS token", "last": "the last token", "first": "the first ([CLS]) token"}
@@ -90,6 +90,7 @@ def _accepts(model: nn.Module, argument: str) -> bool:
 
 class ImageTextFamily(Family):
     name = "HF image-text models (CLIPModel, SiglipModel, VisionTextDualEncoderModel: vision_model + text_model)"
+    modality = "image-text"
     mask_doc = ("drops vision patch tokens after the position embedding (CLS/registers kept; CNN or windowed "
                 "towers: pixel blocks); with `mask_text`, also caption tokens, the pooled token kept")
 
@@ -124,7 +125,7 @@ class ImageTextFamily(Family):
 
     def blocks(self, model):
         """Both towers' layer stacks (the longest ModuleList of each)."""
-        return longest_module_list(model.vision_model) + longest_module_list(model.text_model)
+        return layer_stack(model.vision_model) + layer_stack(model.text_model)
 
     def refusal(self, model, masksub_type):
         if masksub_type == "mask" and self.masks_text(model):

@@ -39,12 +39,14 @@ def _is_module(value):
 
 class PixelFamily(Family):
     name = "other HF image classifiers (32x32 pixel-block masking)"
+    modality = "image"
     mask_doc = "zeroes the ratio of a 7x7 grid of pixel blocks (32 px at 224 px)"
     path_doc = ("the model's own drop-path slots at p, else ResNet-style residual branches and MobileViT's residual "
                 "blocks; refused where neither exists")
 
-    def matches(self, model):
-        return getattr(model, "main_input_name", None) == "pixel_values"
+    def matches(self, model):  # an image-to-text model (VisionEncoderDecoder) is no image classifier
+        return (getattr(model, "main_input_name", None) == "pixel_values"
+                and not getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
     def mask_kind(self, model):
         return "pixel blocks zeroed (a 7x7 grid, 32 px at 224 px)"

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..perturb.positions import masked_positions
+from ..perturb.audit import INPUT_MASKED, note
 from .base import Family
 from .hf_vit import _embeddings, has_relative_position_bias
 
@@ -44,6 +45,7 @@ def _pair(value):
 
 class MaskTokenFamily(Family):
     name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin, Swinv2, FocalNet)"
+    modality = "image"
     mask_doc = ("the model's mask token replaces the ratio of patch positions through bool_masked_pos (BEiT/Data2Vec: "
                 "random patches; Swin/Swinv2/FocalNet: 32x32-pixel blocks); created and trained where the classifier "
                 "has none")
@@ -116,6 +118,7 @@ class MaskTokenFamily(Family):
                 block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
             grid = (math.ceil(h / ph), math.ceil(w / pw))
             masked = masked_positions(pixels.shape[0], grid, ratio, block, pixels.device)
+            note(INPUT_MASKED)
             if len(args) > 1:  # passed positionally
                 return (args[0], masked) + tuple(args[2:]), kwargs
             return args, {**kwargs, "bool_masked_pos": masked}

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..perturb import keep_indices
 from ..perturb.text_tokens import first_real, last_real, replaced_tokens, shorter_batch, special_tokens, token_rows
+from ..perturb.audit import INPUT_MASKED, note
 from .base import Family, SubBatch
 from .text_positions import accepts, original_positions, original_positions_kept, schemes_of, unknown_positions
 
@@ -52,6 +53,7 @@ def _check_ids(inputs):
 class _TokenDroppingFamily(Family):
     """Drop `ratio` of each row's real tokens, keeping `always_kept`, with the original positions."""
 
+    modality = "text"
     keeps = "the first token"
     causal = False  # which side of is_causal() the family takes
 
@@ -87,9 +89,14 @@ class _TokenDroppingFamily(Family):
         pad = getattr(model.config, "pad_token_id", None)
         with original_positions_kept(model, index, positions) as overrides:
             sub = shorter_batch(inputs, index, kept, pad if pad is not None else 0, overrides)
+            note(INPUT_MASKED)
             yield SubBatch(sub, index, kept)
 
     def refusal(self, model, masksub_type):
+        landmarks = getattr(model.config, "segment_means_seq_len", None)
+        if masksub_type == "mask" and landmarks:  # Nystromformer: landmarks are means over fixed-length segments
+            return (f"its landmark attention averages segments of a fixed sequence length (segment_means_seq_len="
+                    f"{landmarks}), so a sub-branch with fewer tokens cannot run")
         return head_refusal(model) or super().refusal(model, masksub_type)
 
     def describe(self, model, masksub_type, ratio=0.5):
@@ -121,7 +128,8 @@ class TextEncoderFamily(_TokenDroppingFamily):
     name = "HF text encoders (BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, XLM-R, MPNet, DeBERTa-v2/v3, ModernBERT)"
     keeps = "its first token ([CLS])"
     mask_doc = ("drops real tokens, [CLS] kept; each kept token keeps its original position (absolute table, "
-                "rotary `position_ids`, DeBERTa's relative distances, MPNet's relative bias)")
+                "rotary `position_ids`, DeBERTa's relative distances, MPNet's relative bias); refused for fixed-length "
+                "landmark attention (Nystromformer)")
 
     def always_kept(self, model, rows, valid):
         return first_real(valid)
@@ -178,6 +186,7 @@ class MaskTokenTextFamily(Family):
     are never replaced: they are what models pool or count."""
 
     name = "other HF text models (mask token in place)"
+    modality = "text"
     mask_doc = ("replaces real tokens by the mask token in place (no speed-up), first/last and special tokens kept; "
                 "refused without a known mask token id")
 
@@ -238,6 +247,7 @@ class MaskTokenTextFamily(Family):
         replaced = replaced_tokens(valid, protect, ratio)
         sub = dict(inputs)
         sub["input_ids"] = rows.masked_fill(replaced, mask_id).reshape(inputs["input_ids"].shape)
+        note(INPUT_MASKED)
         if getattr(model.config, "is_encoder_decoder", False):  # its per-token outputs follow the decoder's tokens
             yield sub
             return

@@ -32,6 +32,7 @@ def prefix_tokens(emb) -> int:
 
 class ViTFamily(Family):
     name = "HF ViT image classifiers (ViT, DeiT, DINOv2 with or without registers)"
+    modality = "image"
     mask_doc = ("drops patch tokens after the position embedding; CLS, DeiT's distillation token and DINOv2's "
                 "registers kept")
 

@@ -19,7 +19,8 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..perturb import block_drop_path, block_mask, drop_path_slots, gather_tokens, keep_indices, own_drop_path
-from .base import Family, longest_module_list
+from ..perturb.audit import INPUT_MASKED, note
+from .base import Family, layer_stack
 
 MODES = ("contrastive", "classify")
 MAX_LOGIT_SCALE = math.log(100)
@@ -138,6 +139,7 @@ class DropTokens(nn.Module):
     def forward(self, x):
         valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         index, _ = keep_indices(valid, self.ratio, num_prefix=self.num_prefix)
+        note(INPUT_MASKED)
         if index.shape[1] <= self.num_prefix:
             raise ValueError(f"--masksub_ratio {self.ratio} leaves no patch token of {x.shape[1] - self.num_prefix}; "
                              "lower the ratio.")
@@ -160,6 +162,7 @@ def _is_hf_text(clip):
 
 class OpenCLIPFamily(Family):
     name = "open_clip models via OpenCLIPForMaskSub (ViT towers drop patches, CNN towers mask blocks)"
+    modality = "image-text"
     mask_doc = "ViT towers drop patch tokens (CLS kept), CNN towers zero pixel blocks; `--mask_text` drops caption tokens"
 
     def matches(self, model):
@@ -214,7 +217,7 @@ class OpenCLIPFamily(Family):
             if tower is not None and hasattr(tower, "resblocks"):  # open_clip transformers
                 found += list(tower.resblocks)
         if _is_hf_text(clip):
-            found += longest_module_list(clip.text.transformer)
+            found += layer_stack(clip.text.transformer)
         elif hasattr(getattr(clip, "text", None), "transformer"):
             found += list(getattr(clip.text.transformer, "resblocks", []))
         return found

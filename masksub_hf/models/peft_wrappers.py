@@ -8,7 +8,7 @@ forward prepends virtual tokens (or past key values) that the base model's famil
 dropping tokens would misalign them. They take `drop` and `path` (the base model's dropouts and
 residual stack, found through the wrapper) and are refused `mask` at construction.
 """
-from .base import Family, longest_module_list
+from .base import Family, layer_stack
 
 
 def is_prompt_learning(model) -> bool:
@@ -17,13 +17,14 @@ def is_prompt_learning(model) -> bool:
 
 class PromptLearningFamily(Family):
     name = "PEFT prompt-learning wrappers (prompt/prefix tuning, P-tuning: drop and path only)"
+    modality = "text"
     mask_doc = "refused at construction: token dropping would misalign the virtual tokens"
 
     def matches(self, model):
         return hasattr(model, "peft_config") and is_prompt_learning(model)
 
     def blocks(self, model):
-        return longest_module_list(model.get_base_model())
+        return layer_stack(model.get_base_model())
 
     def refusal(self, model, masksub_type):
         if masksub_type == "mask":

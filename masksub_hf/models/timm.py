@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from torch import nn
 
 from ..perturb import block_mask
+from ..perturb.audit import INPUT_MASKED, noting_calls
 from .base import Family
 
 
@@ -31,6 +32,7 @@ def _patch_dropout_class(net):
 
 class TimmFamily(Family):
     name = "timm models via TimmWrapperForImageClassification (ViTs drop tokens, CNNs mask 32x32 blocks)"
+    modality = "image"
     mask_doc = "ViTs: timm's PatchDropout drops patch tokens, prefix tokens kept; CNNs: zeroes pixel blocks"
 
     def matches(self, model):
@@ -49,6 +51,7 @@ class TimmFamily(Family):
         saved = net.patch_drop
         net.patch_drop = dropout(ratio, num_prefix_tokens=getattr(net, "num_prefix_tokens", 1))
         try:
-            yield inputs
+            with noting_calls([net.patch_drop], INPUT_MASKED):
+                yield inputs
         finally:
             net.patch_drop = saved

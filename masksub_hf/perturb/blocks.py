@@ -4,6 +4,7 @@ import math
 import torch
 
 from . import tokens
+from .audit import INPUT_MASKED, note
 
 
 def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = None) -> torch.Tensor:
@@ -19,5 +20,6 @@ def block_mask(pixel_values: torch.Tensor, ratio: float, block: int = None) -> t
     scores = tokens.random_scores((b, gh * gw), pixel_values.device)
     drop = torch.zeros(b, gh * gw, dtype=torch.bool, device=pixel_values.device)
     drop.scatter_(1, scores.argsort(dim=1)[:, :n_drop], True)
+    note(INPUT_MASKED)
     keep = (~drop).view(b, 1, gh, gw).repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :h, :w]
     return pixel_values * keep.to(pixel_values.dtype)

@@ -1,7 +1,10 @@
 """DropSub: every dropout of the model at one probability, for the sub-branch only."""
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import List
 
 from torch import nn
+
+from .audit import DROPOUT_RAN, note, noting_calls
 
 # float rates some modules read instead of an nn.Dropout (HF ViT attention, timm classifier heads,
 # torch's nn.MultiheadAttention in open_clip towers); only float values count, never modules
@@ -20,15 +23,55 @@ def dropout_sites(model: nn.Module):
     return sites
 
 
+def config_rates(model: nn.Module) -> List[str]:
+    """The float fields of the model's config named *dropout*: some models read them at forward time and apply
+    dropout functionally (Falcon's hidden_dropout and attention_dropout), where no module holds the rate."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "__dict__"):
+        return []
+    return sorted(k for k, v in vars(config).items() if "dropout" in k and isinstance(v, float))
+
+
+@contextmanager
+def _noting_reads(obj, names, event):
+    """While inside, reading one of `names` from `obj` notes `event` (the object's class is swapped for a
+    subclass that watches those attributes, and swapped back on exit)."""
+    cls, watched = type(obj), frozenset(names)
+
+    class Watched(cls):
+        def __getattribute__(self, name):
+            if name in watched:
+                note(event)
+            return super().__getattribute__(name)
+
+    Watched.__name__ = Watched.__qualname__ = cls.__name__
+    obj.__class__ = Watched
+    try:
+        yield
+    finally:
+        obj.__class__ = cls
+
+
 @contextmanager
 def dropout_rate(model: nn.Module, p: float):
-    """Set every dropout probability to p inside the block, restoring each one on exit."""
+    """Set every dropout probability to p inside the block (modules and config rates), restoring each one on exit.
+    Each raised rate that the forward really uses is noted for the audit."""
     sites = dropout_sites(model)
     saved = [getattr(m, a) for m, a in sites]
+    config, names = getattr(model, "config", None), config_rates(model)
+    saved_config = [getattr(config, n) for n in names]
     try:
         for m, a in sites:
             setattr(m, a, p)
-        yield len(sites)
+        for n in names:
+            setattr(config, n, p)
+        with ExitStack() as stack:
+            stack.enter_context(noting_calls([m for m, _ in sites], DROPOUT_RAN))  # proof a raised rate was used
+            if names:
+                stack.enter_context(_noting_reads(config, names, DROPOUT_RAN))
+            yield len(sites) + len(names)
     finally:
         for (m, a), v in zip(sites, saved):
             setattr(m, a, v)
+        for n, v in zip(names, saved_config):
+            setattr(config, n, v)

@@ -12,6 +12,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .audit import UPDATE_DROPPED, note, noting_calls
+
 
 def _drop_update(x: torch.Tensor, out: torch.Tensor, p: float) -> torch.Tensor:
     keep = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device, dtype=x.dtype).bernoulli_(1 - p)
@@ -33,6 +35,7 @@ def block_drop_path(blocks: Iterable[nn.Module], p: float):
         if not torch.is_tensor(x) or not torch.is_tensor(out) or x.shape != out.shape:
             return output
         counter["applied"] += 1
+        note(UPDATE_DROPPED, module)
         if isinstance(output, tuple):
             return (_drop_update(x, out, p),) + tuple(output[1:])
         return _drop_update(x, out, p)
@@ -75,7 +78,8 @@ def own_drop_path(model: nn.Module, p: float):
     try:
         for m, n in slots:
             setattr(m, n, DropPath(p))
-        yield len(slots)
+        with noting_calls([getattr(m, n) for m, n in slots], UPDATE_DROPPED):
+            yield len(slots)
     finally:
         for (m, n), v in zip(slots, saved):
             setattr(m, n, v)

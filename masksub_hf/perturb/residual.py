@@ -10,6 +10,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .audit import UPDATE_DROPPED, note
+
 
 def _keep(rows: int, rows_per_sample: int, p: float, like: torch.Tensor) -> torch.Tensor:
     """Per-sample keep factors (0 or 1/(1-p)), repeated over each sample's rows, shaped to broadcast."""
@@ -33,6 +35,7 @@ def residual_drop_path(modules: Iterable[nn.Module], p: float, branch: bool, row
         if not module.training or p == 0:
             return output
         counter["applied"] += 1
+        note(UPDATE_DROPPED, module)
         keep = _keep(output.shape[0], rows_per_sample, p, output)
         if branch:
             return output * keep

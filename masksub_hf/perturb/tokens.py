@@ -3,6 +3,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .audit import INPUT_MASKED, note
+
 
 def random_scores(shape, device) -> torch.Tensor:
     """Per-token random priorities; one place, so tests can make the masks deterministic."""
@@ -56,6 +58,7 @@ def dropped_output_tokens(module, ratio: float, num_prefix: int = 1, index: torc
         if keep is None:
             valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
             keep, _ = keep_indices(valid, ratio, num_prefix=num_prefix)  # no padding: every row keeps as many
+        note(INPUT_MASKED)
         return gather_tokens(output, keep)
 
     handle = module.register_forward_hook(drop)

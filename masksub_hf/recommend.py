@@ -1,0 +1,113 @@
+"""`--masksub_type auto`: the sub-branch setting the project's own benchmark measured best, per domain.
+
+A domain is the family's modality (text, image, image-text) and the model's head (classification,
+multi-label, regression, contrastive), read as the relaxed loss would be. Each row is ranked: auto takes
+the first choice the model can take (a model with no family for `mask` falls to the next). The evidence
+is bench/quality.py's paired comparison with the baseline (5 seeds, 95% CI), written out in
+docs/RESULTS.md; `established` says whether its interval excludes zero. This table is the one source:
+the README's table, `inspect` and the trainer's log line are printed from it.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from torch import nn
+
+from .losses import resolve_loss_name
+
+RESULTS = "docs/RESULTS.md, 'Which type for which model'"
+HEADS = {"softmax": "classification", "sigmoid": "multi-label", "mse": "regression", "huber": "regression",
+         "clip": "contrastive", "siglip": "contrastive"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    masksub_type: str
+    ratio: float
+    evidence: str
+    established: bool = False  # the benchmark's interval excludes zero in the gain's favour
+    loss: str = "auto"  # the relaxed loss, where the benchmark found one better than the head's default
+
+    def flags(self) -> str:
+        if self.masksub_type == "none":
+            return "--masksub_type none"
+        loss = "" if self.loss == "auto" else f" --masksub_loss {self.loss}"
+        return f"--masksub_type {self.masksub_type} --masksub_ratio {self.ratio:g}{loss}"
+
+
+# The paper's defaults, for domains the benchmark never measured: its main method first.
+UNMEASURED = [Choice("mask", 0.5, "not measured here: the paper's default"),
+              Choice("drop", 0.5, "not measured here: the paper's DropSub default"),
+              Choice("path", 0.5, "not measured here: the paper's PathSub default")]
+
+IMAGE = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66] test accuracy points, 5/5 seeds; "
+                             "clip-classify-cnn (pretrained CNN): +0.28 [-0.63, +1.19], 3/5", established=True)]
+TEXT = [Choice("mask", 0.5, "text-long: -0.69 [-1.48, +0.11] test accuracy points, 1/5 seeds (final validation loss "
+                            "-0.219, 5/5)")]
+TEXT_REGRESSION = [Choice("mask", 0.5, "score-long: -0.0158 [-0.0233, -0.0082] test Pearson, 0/5 seeds")]
+CLIP_CONTRASTIVE = [Choice("mask", 0.5, "clip-contrastive-vit: +0.26 [-2.13, +2.65] zero-shot accuracy points, 4/5; "
+                                        "clip-contrastive-cnn: -0.94 [-2.58, +0.70], 1/5")]
+CLIP_CLASSIFY = [Choice("mask", 0.5, "clip-classify-vit: +1.28 [-0.31, +2.87] test accuracy points, 4/5; "
+                                     "clip-classify-cnn: +0.28 [-0.63, +1.19], 3/5")]
+
+
+
+def unmeasured_like(ranked: List[Choice], row: str) -> List[Choice]:
+    """A head the benchmark never trained: the choices of its nearest measured row, marked as not measured."""
+    return [Choice(c.masksub_type, c.ratio, f"not measured here; as for {row}", loss=c.loss) for c in ranked]
+
+
+CHOICES: Dict[Tuple[str, str], List[Choice]] = {
+    ("image", "classification"): IMAGE,
+    ("image", "multi-label"): unmeasured_like(IMAGE, "image classification"),
+    ("text", "classification"): TEXT,
+    ("text", "multi-label"): unmeasured_like(TEXT, "text classification"),
+    ("text", "regression"): TEXT_REGRESSION,
+    ("image-text", "contrastive"): CLIP_CONTRASTIVE,
+    ("image-text", "classification"): CLIP_CLASSIFY,
+}
+
+
+def domain(family, model: nn.Module, loss: str = "auto") -> Tuple[str, str]:
+    """(modality, head) of the model: which row of CHOICES applies."""
+    head = HEADS.get(resolve_loss_name(model, loss, family.loss_name(model)), "classification")
+    return (family.modality or "other", head)
+
+
+def choose(family, model: nn.Module, loss: str = "auto") -> Tuple[Tuple[str, str], Choice, List[str]]:
+    """The domain, the first choice of its row (else the paper's defaults) that the model can take, and why each
+    earlier choice did not fit."""
+    where, passed = domain(family, model, loss), []
+    for choice in CHOICES.get(where, []) + UNMEASURED:
+        reason = None if choice.masksub_type == "none" else family.refusal(model, choice.masksub_type)
+        if reason is None:
+            return where, choice, passed
+        if choice.masksub_type not in [p.split(" ")[0] for p in passed]:
+            passed.append(f"{choice.masksub_type} does not fit this model ({reason})")
+    raise ValueError(f"--masksub_type auto: no sub-branch type fits this {type(model).__name__} ({family.name}); "
+                     "give --masksub_type none, or teach masksub_hf the model with register_family.")
+
+
+def explain(where: Tuple[str, str], choice: Choice, passed: List[str] = (), ratio: Optional[float] = None) -> str:
+    """The one line auto logs and `inspect` prints."""
+    if choice.masksub_type == "none":
+        picked = "none (plain Trainer: no sub-branch setting was ahead of the baseline here)"
+    else:
+        picked = f"{choice.masksub_type} at {choice.ratio:g}" + ("" if choice.loss == "auto" else f", loss {choice.loss}")
+        if ratio is not None and ratio != choice.ratio:
+            picked = f"{choice.masksub_type} at {ratio:g} (your --masksub_ratio; auto's is {choice.ratio:g})"
+    verdict = "a gain established" if choice.established else "no gain established in this domain"
+    fell = "".join(f" ({p})" for p in passed)
+    return (f"masksub_type auto: {where[1]} on a {where[0]} model -> {picked}{fell}; {verdict}: {choice.evidence} "
+            f"({RESULTS})")
+
+
+def readme_table() -> str:
+    """The README's `auto` table, from CHOICES."""
+    rows = ["| model | head | `auto` picks | gain established? | evidence (bench/quality.py, paired by seed, 95% CI) |",
+            "|---|---|---|---|---|"]
+    for (modality, head), ranked in CHOICES.items():
+        c = ranked[0]
+        rows.append(f"| {modality} | {head} | `{c.flags()}` | {'yes' if c.established else 'no'} | {c.evidence} |")
+    rows.append(f"| any other | any | `{UNMEASURED[0].flags()}` (else drop, else path, at 0.5) | no | "
+                f"{UNMEASURED[0].evidence} |")
+    return "\n".join(rows)
