@@ -48,7 +48,8 @@ DEFAULTS = {
     "dataloader_num_workers": 0,
 }
 # The embedded default (no data given): both runs fit ~10 minutes on 2 CPU cores.
-EMBEDDED_DEFAULTS = {"max_steps": 100, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000}
+EMBEDDED_DEFAULTS = {"max_steps": 100, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000,
+                     "compare_baseline": True}
 RUN_NAMES = {"none": "baseline", "auto": "masksub", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
@@ -81,7 +82,9 @@ class DataArguments:
     train_data: Optional[str] = field(default=None, metadata={"help": "CSV/TSV of training pairs (open_clip format)."})
     val_data: Optional[str] = field(default=None, metadata={
         "help": "CSV/TSV of evaluation pairs; without it, --val_fraction of the training pairs is held out."})
-    csv_separator: str = field(default="\t", metadata={"help": "Column separator of the CSV/TSV files."})
+    csv_separator: Optional[str] = field(default=None, metadata={
+        "help": "Column separator of the CSV/TSV files (default: detected from the header, tab first, as open_clip's "
+                "tab-separated files and HF's comma-separated ones both read)."})
     csv_encoding: Optional[str] = field(default=None, metadata={
         "help": "Text encoding of the CSV/TSV files (e.g. latin-1). Default: UTF-8, or UTF-16/UTF-8 when the file "
                 "starts with a byte-order mark."})
@@ -111,7 +114,7 @@ class DataArguments:
 class RunArguments:
     overwrite_output_dir: bool = field(default=False, metadata={
         "help": "Train into a non-empty --output_dir (otherwise refused, so no results are overwritten silently)."})
-    compare_baseline: Optional[bool] = field(default=None, metadata={
+    compare_baseline: bool = field(default=False, metadata={
         "help": "Also train the plain baseline (--masksub_type none) with the same budget, each run in its own "
                 "subdirectory, and print both results side by side. On by default when no data is given."})
 
@@ -127,8 +130,6 @@ def parse_args(argv: Optional[List[str]] = None):
         defaults += ["--output_dir", DEFAULT_OUTPUT_DIR]
     parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig))
     model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=defaults + argv)
-    if run_args.compare_baseline is None:
-        run_args.compare_baseline = embedded
     return model_args, data_args, run_args, training_args
 
 

@@ -44,7 +44,7 @@ SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=96,num_hidde
 # epochs: the baseline overfits, its eval loss rising late in training), both runs ~10 minutes on 2 CPU
 # cores. Any flag given on the command line wins over these. docs/RESULTS.md: the 5-seed benchmark.
 OFFLINE_DEFAULT = {
-    "--compare": "true", "--torch_threads": "1", "--model_type": "vit", "--config_overrides": SMALL_VIT,
+    "--compare_baseline": "true", "--torch_threads": "1", "--model_type": "vit", "--config_overrides": SMALL_VIT,
     "--max_train_samples": "4000", "--max_eval_samples": "5000", "--num_train_epochs": "40",
     "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
     "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
@@ -100,10 +100,10 @@ class DataTrainingArguments:
 
 @dataclass
 class RunArguments:
-    compare: bool = field(
+    compare_baseline: bool = field(
         default=False, metadata={"help": "Train a baseline (masksub_type none) and the requested MaskSub setting side by side "
                                          "with the same budget, in output_dir/baseline and output_dir/masksub, and plot them "
-                                         "(output_dir/comparison.png). On in the offline default (--compare false: one run)."})
+                                         "(output_dir/comparison.png). On in the offline default (--compare_baseline false: one run)."})
     torch_threads: Optional[int] = field(
         default=None, metadata={"help": "CPU threads for torch (default: torch's choice). Small models run as fast on one, "
                                         "and on a busy machine more threads stall each other."})
@@ -262,8 +262,8 @@ def main(argv=None):
         raise ValueError(f"--train_val_split must be between 0 and 1; got {data_args.train_val_split}.")
     if not 0 <= data_args.max_bad_images < 1:
         raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
-    if run_args.compare and training_args.masksub_type == "none":
-        raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
+    if run_args.compare_baseline and training_args.masksub_type == "none":
+        raise ValueError("--compare_baseline trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
@@ -292,10 +292,10 @@ def main(argv=None):
             training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
         training_args.average_tokens_across_devices = False  # our loss is a per-batch mean
 
-    compare = run_args.compare
+    compare = run_args.compare_baseline
     if compare:
         if training_args.masksub_type == "none":
-            raise ValueError("--compare trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
+            raise ValueError("--compare_baseline trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
         name = "plain" if training_args.masksub_plain else "masksub"
         runs = [("baseline", replace(training_args, output_dir=os.path.join(training_args.output_dir, "baseline"),
                                      masksub_type="none", masksub_plain=False)),

@@ -70,7 +70,7 @@ VIT96 = ("image_size=28,patch_size=7,num_channels=1,hidden_size=96,num_hidden_la
 def image_argv(train, epochs, eval_every=0.05, vit=VIT96):
     """run_image.py on Fashion-MNIST, a ViT from scratch, evaluated every `eval_every` of training (0.05: 20
     points on the curve) on a per-seed subset of 5,000 test images."""
-    return ["--compare", "false", "--torch_threads", "1", "--model_type", "vit", "--config_overrides", vit,
+    return ["--compare_baseline", "false", "--torch_threads", "1", "--model_type", "vit", "--config_overrides", vit,
             "--max_train_samples", str(train), "--max_eval_samples", "5000", "--num_train_epochs", str(epochs),
             "--per_device_train_batch_size", "128", "--per_device_eval_batch_size", "500",
             "--weight_decay", "0.05", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",

@@ -75,9 +75,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m masksub_hf.inspect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a local model directory (config.json) or a hub id")
-    parser.add_argument("--masksub_type", choices=[t for t in MASKSUB_TYPES if t != "none"],
+    parser.add_argument("--masksub_type", "--masksub-type", choices=[t for t in MASKSUB_TYPES if t != "none"],
                         help="only this type (default: all three; auto's pick is always shown)")
-    parser.add_argument("--masksub_ratio", type=float, default=0.5, help="the ratio the plan assumes (default 0.5)")
+    parser.add_argument("--masksub_ratio", "--masksub-ratio", type=float, default=0.5,
+                        help="the ratio the plan assumes, in [0, 1) (default 0.5)")
     parser.add_argument("--readme-table", action="store_true", help="print the README's supported-models table")
     parser.add_argument("--auto-table", action="store_true", help="print the README's table of what auto picks")
     a = parser.parse_args(argv)
@@ -86,6 +87,13 @@ def main(argv=None):
         return 0
     if not a.model:
         parser.error("name a model directory or hub id, or pass --readme-table")
+    if not 0 <= a.masksub_ratio < 1:
+        parser.error(f"--masksub_ratio must be in [0, 1) (the share dropped, or the probability); got {a.masksub_ratio}")
+    if not os.path.exists(a.model) and (os.path.isabs(a.model) or a.model.startswith((".", "~"))
+                                        or os.path.exists(os.path.dirname(a.model) or "-")):
+        print(f"{parser.prog}: error: {a.model}: no such directory (a local model directory holds its config.json)",
+              file=sys.stderr)
+        return 2
     try:
         model = load_for_plan(a.model)
     except (OSError, ValueError) as err:

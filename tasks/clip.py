@@ -168,16 +168,23 @@ def _with_captions(captions: List, keep: List[int], where: str) -> List[int]:
     return [i for i in keep if i not in dropped]
 
 
-def csv_pairs(path: str, img_key: str, caption_key: str, separator: str = "\t", label_key: Optional[str] = None,
+def csv_pairs(path: str, img_key: str, caption_key: str, separator: Optional[str] = None, label_key: Optional[str] = None,
               max_bad: float = 0.05, encoding: Optional[str] = None, flag: str = "--train_data") -> Pairs:
-    """open_clip's CSV/TSV format: a column of image paths (relative to the file or absolute) and one of captions."""
+    """open_clip's CSV/TSV format: a column of image paths (relative to the file or absolute) and one of captions.
+    `separator` None: detected from the header (a tab, or what the header and first row share), and said."""
     import io
 
     import pandas as pd
 
-    from .files import check_separator, read_text
+    from .cli import warn
+    from .files import SEPARATORS, check_separator, read_text, table_layout
 
     text, encoding = read_text(path, flag, encoding, "--csv_encoding")
+    if separator is None:
+        separator = "\t" if "\t" in text.split("\n", 1)[0] else table_layout(path, flag, text)
+        if separator != "\t":
+            warn(f"{path}: columns separated by {SEPARATORS.get(separator, repr(separator))}s (detected from its header; "
+                 "--csv_separator sets it).")
     check_separator(path, flag, text, separator, "--csv_separator")
     try:  # every cell as text: "NA" or "null" stay captions, an empty cell stays empty
         frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)

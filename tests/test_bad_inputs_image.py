@@ -107,7 +107,7 @@ def test_override_that_is_not_json(folders, tmp_path, capsys):
     (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1"),
     (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
     (["--max_grad_norm", "-1"], "--max_grad_norm must be 0 (no clipping) or positive"),
-    (["--compare", "--masksub_type", "none"], "--compare trains a baseline beside MaskSub"),
+    (["--compare_baseline", "--masksub_type", "none"], "--compare_baseline trains a baseline beside MaskSub"),
 ])
 def test_settings_refused_before_any_loading(tmp_path, flags, message, capsys):
     refused(run_image.cli, argv(tmp_path, tmp_path / "none", tmp_path / "none", *flags), capsys, message)

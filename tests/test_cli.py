@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("script, argv, message", [
     ("run_image.py", ["--train_dir", "{empty}", "--do_train"], "holds no image files"),
-    ("run_clip.py", ["--train_data", "{csv}"], "pass --csv_separator ','"),
+    ("run_clip.py", ["--train_data", "{csv}"], "no --csv_img_key column 'filepath'; the columns are text, label"),
     ("run_glue.py", ["--task_name", "qnlix"], "unknown --task_name 'qnlix'"),
 ])
 def test_bad_input_is_one_line(script, argv, message, tmp_path):
@@ -23,3 +23,21 @@ def test_bad_input_is_one_line(script, argv, message, tmp_path):
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{script}: error:") and message in last
+
+
+@pytest.mark.parametrize("script", ["run_glue", "run_clip", "run_image"])
+def test_one_compare_flag_with_one_behaviour_in_every_script(script):
+    """--compare_baseline alone turns the comparison on, --compare_baseline false turns it off, in all three."""
+    import importlib
+
+    module = importlib.import_module(script)
+    data = {"run_glue": ["--train_file", "t.csv"], "run_clip": ["--train_data", "t.csv"],
+            "run_image": ["--train_dir", "d"]}[script]
+
+    def compare(*flags):
+        parsed = module.parse_args([*data, "--output_dir", "o", *flags])
+        return next(a for a in parsed if hasattr(a, "compare_baseline")).compare_baseline
+
+    assert compare("--compare_baseline") is True
+    assert compare("--compare_baseline", "false") is False
+    assert compare() is False  # on your own data: one run unless asked

@@ -137,7 +137,7 @@ def test_timm_model_through_the_wrapper(tmp_path, folders, config, masksub_type,
 
 def test_compare_trains_baseline_and_masksub_side_by_side(tmp_path, folders):
     out = tmp_path / "out"
-    both = run_image.main(argv(tmp_path, folders, "--compare", "--eval_strategy", "steps", "--eval_steps", "1"))
+    both = run_image.main(argv(tmp_path, folders, "--compare_baseline", "--eval_strategy", "steps", "--eval_steps", "1"))
     assert set(both) == {"baseline", "masksub"}
     for name in both:
         assert (out / name / "all_results.json").exists() and (out / name / "trainer_state.json").exists()
@@ -193,18 +193,18 @@ def test_bad_input_gives_one_clear_error(tmp_path, folders, digits):
 
 def test_offline_default_and_help(tmp_path, capsys):
     model_args, data_args, run_args, training_args = run_image.parse_args([])
-    assert training_args.output_dir == run_image.DEFAULT_OUTPUT_DIR and run_args.compare
+    assert training_args.output_dir == run_image.DEFAULT_OUTPUT_DIR and run_args.compare_baseline
     assert model_args.model_type == "vit" and model_args.config_overrides == run_image.SMALL_VIT
     assert data_args.train_dir is None and training_args.num_train_epochs == 40 and data_args.max_train_samples == 4000
     # flags the user gives win over the preset; a model of their own drops the preset ViT
     model_args, _, run_args, training_args = run_image.parse_args(
-        ["--num_train_epochs", "1", "--model_name_or_path", "x", "--compare", "false"])
-    assert training_args.num_train_epochs == 1 and model_args.config_overrides is None and not run_args.compare
+        ["--num_train_epochs", "1", "--model_name_or_path", "x", "--compare_baseline", "false"])
+    assert training_args.num_train_epochs == 1 and model_args.config_overrides is None and not run_args.compare_baseline
     _, data_args, run_args, training_args = run_image.parse_args(["--train_dir", "imgs"])
-    assert not run_args.compare and training_args.num_train_epochs == 3  # Trainer's own defaults for your data
+    assert not run_args.compare_baseline and training_args.num_train_epochs == 3  # Trainer's own defaults for your data
     with pytest.raises(SystemExit):
         run_image.parse_args(["--help"])
     text = capsys.readouterr().out
     for flag in ("--masksub_type", "--masksub_ratio", "--masksub_plain", "--mixup", "--cutmix", "--bce_loss",
-                 "--compare", "--overwrite_output_dir", "--train_dir", "--config_overrides"):
+                 "--compare_baseline", "--overwrite_output_dir", "--train_dir", "--config_overrides"):
         assert flag in text

@@ -7,7 +7,7 @@ from transformers import ResNetConfig, ResNetForImageClassification
 
 from masksub_hf import MaskSubTrainer
 from masksub_hf.inspect import main, plan, readme_table
-from tests.helpers import args, tiny_bert
+from tests.helpers import args, tiny_bert, tiny_vit
 
 
 def test_inspect_prints_the_plan_of_a_local_model_directory(tmp_path, capsys):
@@ -36,7 +36,18 @@ def test_inspect_says_why_a_type_is_refused_as_the_trainer_does(tmp_path, capsys
 def test_inspect_of_a_missing_directory_is_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "nothing-here")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "nothing-here" in err
+    assert err.count("\n") == 1 and f"{tmp_path / 'nothing-here'}: no such directory" in err and "hub" not in err
+
+
+def test_inspect_refuses_a_ratio_out_of_range_and_takes_dashed_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--masksub_ratio", "1.5"])
+    assert "--masksub_ratio must be in [0, 1)" in capsys.readouterr().err
+    tiny_vit().save_pretrained(tmp_path / "vit")
+    assert main([str(tmp_path / "vit"), "--masksub-type", "mask", "--masksub-ratio", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "mask  MaskSub: tokens dropped at ratio 0.25 (patches only: the first token (CLS) is kept)" in out
+    assert "  drop " not in out
 
 
 def test_the_readme_table_is_the_registry():

@@ -48,7 +48,8 @@ class ViTFamily(Family):
         line = super().describe(model, masksub_type, ratio)
         if masksub_type == "mask":
             kept = prefix_tokens(_embeddings(model))
-            line += f" (patches only: the first {kept} tokens, CLS/distillation/registers, are kept)"
+            first = "the first token (CLS) is" if kept == 1 else f"the first {kept} tokens (CLS/distillation/registers) are"
+            line += f" (patches only: {first} kept)"
         return line
 
     @contextmanager
