@@ -222,7 +222,7 @@ def train_one(model_args, data_args, training_args, splits, resume):
     train = eval_ = None
     if splits.train is not None:
         train = data.Transformed(splits.train, data.ImageTransform(
-            size, mean, std, channels, train=True, crop_scale=data_args.random_crop_scale))
+            size, mean, std, channels, train=True, crop_scale=data_args.random_crop_scale), seed=training_args.seed)
     if splits.eval is not None:
         eval_ = data.Transformed(splits.eval, data.ImageTransform(size, mean, std, channels))
     smoothing = training_args.label_smoothing_factor
@@ -232,7 +232,8 @@ def train_one(model_args, data_args, training_args, splits, resume):
         loss_func = data.soft_target_loss(len(splits.labels), bce=data_args.bce_loss, label_smoothing=smoothing)
     trainer = data.MixupTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=eval_, data_collator=data.collate,
-        processing_class=processor, compute_metrics=data.accuracy, compute_loss_func=loss_func, mixup=mixup)
+        processing_class=processor, compute_metrics=data.accuracy, compute_loss_func=loss_func, mixup=mixup,
+        callbacks=[data.EpochOf(train)] if train is not None else None)
     metrics = {}
     if train is not None:
         result = trainer.train(resume_from_checkpoint=resume)

@@ -40,8 +40,8 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     measured best for the model's kind; plain TrainingArguments: mask at 0.5).
 
     The main branch is `self.compute_loss`, so overrides and `compute_loss_func` train as they
-    evaluate; in MaskSub steps it is called with num_items_in_batch=None and must return the batch
-    mean. `masksub_type none` is Trainer, untouched.
+    evaluate; in MaskSub steps it must return the micro-batch's mean (a `compute_loss_func` is handed
+    that micro-batch's own num_items_in_batch, so `sum / num_items_in_batch` is that mean). `masksub_type none` is Trainer, untouched.
     """
 
     def __init__(self, *args, **kwargs):

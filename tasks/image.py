@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from transformers import TrainerCallback
 
 from masksub_hf import MaskSubTrainer
 
@@ -220,15 +221,35 @@ def to_mode(image: Image.Image, mode: str = "RGB") -> Image.Image:
 
 
 class Transformed(torch.utils.data.Dataset):
-    def __init__(self, data, transform):
-        self.data, self.transform = data, transform
+    """Images through `transform`. With a `seed`, each sample's random augmentation is drawn from its own
+    generator, seeded by (seed, epoch, index), inside a fork of the global RNG: the crops of a batch no longer
+    depend on when the global RNG was restored, so a run resumed mid-epoch sees the crops the uninterrupted run
+    saw, and the augmentation leaves the global stream (dropout, masks, mixup) untouched. `EpochOf` sets epoch."""
+
+    def __init__(self, data, transform, seed: Optional[int] = None):
+        self.data, self.transform, self.seed, self.epoch = data, transform, seed, 0
 
     def __len__(self):
         return len(self.data)
 
     def __getitem__(self, i):
         row = self.data[i]
-        return {"pixel_values": self.transform(row["image"]), "labels": int(row["label"])}
+        if self.seed is None:
+            return {"pixel_values": self.transform(row["image"]), "labels": int(row["label"])}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(hash((self.seed, self.epoch, i)) % (2 ** 63))
+            pixels = self.transform(row["image"])
+        return {"pixel_values": pixels, "labels": int(row["label"])}
+
+
+class EpochOf(TrainerCallback):
+    """Tells a Transformed training set which epoch is running (a resumed run's too, from its restored state)."""
+
+    def __init__(self, dataset: Transformed):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.dataset.epoch = int(round(state.epoch or 0, 6))
 
 
 def collate(examples):

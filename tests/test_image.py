@@ -208,3 +208,33 @@ def test_offline_default_and_help(tmp_path, capsys):
     for flag in ("--masksub_type", "--masksub_ratio", "--masksub_plain", "--mixup", "--cutmix", "--bce_loss",
                  "--compare_baseline", "--overwrite_output_dir", "--train_dir", "--config_overrides"):
         assert flag in text
+
+
+def test_a_run_killed_mid_epoch_resumes_with_the_uninterrupted_crops_and_weights(tmp_path, folders):
+    """Random crops and flips, 8 steps an epoch; SIGKILL while checkpoint-6 is written, rerun: it resumes from
+    checkpoint-3, in the middle of the epoch, and must end bit-equal to the run that was never stopped."""
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parent.parent
+    flags = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "--random_crop_scale", "0.5",
+             "--masksub_type", "mask", "--per_device_train_batch_size", "4"]
+    whole = tmp_path / "whole"
+    run_image.main(argv(whole, folders, *flags))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(root / "tests" / "kill_during_save.py"), "6", "run_image",
+                           *argv(killed, folders, *flags)], capture_output=True, text=True, cwd=root, timeout=300,
+                          env=env)
+    assert done.returncode == -9, done.stderr[-2000:]
+    run_image.main(argv(killed, folders, *flags))  # the same command: resumes from checkpoint-3, mid-epoch
+    state = json.loads((killed / "out" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert 0 < state["log_history"][2]["epoch"] < 1  # step 3 was inside the first epoch
+    a, b = load_file(whole / "out" / "model.safetensors"), load_file(killed / "out" / "model.safetensors")
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
