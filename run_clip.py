@@ -128,9 +128,18 @@ def parse_args(argv: Optional[List[str]] = None):
         defaults += [f"--{key}", str(value)]
     if not given("--output_dir"):
         defaults += ["--output_dir", DEFAULT_OUTPUT_DIR]
-    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig))
-    model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=defaults + argv)
+    model_args, data_args, run_args, training_args = build_parser().parse_args_into_dataclasses(args=defaults + argv)
     return model_args, data_args, run_args, training_args
+
+
+def build_parser() -> ArgumentParser:
+    """The flags, with this script's own defaults shown by --help (not TrainingArguments'); those of the
+    embedded default run (no data given) are in the description."""
+    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig),
+                            description=__doc__.split("\n\n")[0] + " With no --train_data: the embedded default, "
+                            + ", ".join(f"--{k} {v}" for k, v in EMBEDDED_DEFAULTS.items()) + ".")
+    parser.set_defaults(**DEFAULTS, output_dir=DEFAULT_OUTPUT_DIR)
+    return parser
 
 
 def _cap(pairs: data.Pairs, n: Optional[int], seed: int) -> data.Pairs:

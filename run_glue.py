@@ -35,8 +35,8 @@ from transformers import (
 from masksub_hf import MaskSubConfig, MaskSubTrainer
 from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args,
                        resume_checkpoint, run_cli, warn)
-from tasks.curves import curve_summary, eval_loss_curve
-from tasks.files import SEPARATORS, read_text, table_layout
+from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
+from tasks.files import SEPARATORS, read_text, rows_against_lines, table_layout
 from tasks.glue import (
     TASKS,
     GlueInputError,
@@ -293,6 +293,9 @@ def load_file(kind: str, split: str, path: str, data_args, cache_dir) -> dataset
                              f"{(str(cause).strip().splitlines() or [''])[0][:200]}") from None
     if len(loaded) == 0:
         raise GlueInputError(f"{flag} {path} has no rows.")
+    merged = rows_against_lines(path, text, len(loaded)) if kind == "csv" else None
+    if merged:
+        warn(merged)
     label = data_args.label_column_name
     if label != "label" and label in loaded.column_names:
         if "label" in loaded.column_names:
@@ -643,6 +646,9 @@ def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
     with open(os.path.join(root, "comparison.json"), "w") as f:
         json.dump(results, f, indent=2)
     print("\n" + comparison_table(results, args[1].task_name))
+    first = next((k for k in results["baseline"] if k.startswith("eval_") and not k.endswith(
+        ("_loss", "_runtime", "_per_second", "_samples"))), "eval_loss")
+    print(f"plot: {comparison_plot(root, [os.path.join(root, n) for n in results], list(results), first)}")
     return results
 
 

@@ -32,7 +32,7 @@ from transformers import (
 from masksub_hf import MaskSubConfig
 from tasks import image as data
 from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli
-from tasks.curves import curve_summary, eval_loss_curve
+from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
 
 logger = logging.getLogger(__name__)
 
@@ -314,13 +314,10 @@ def main(argv=None):
     if not compare:
         return results[None]
 
-    from masksub_hf.plot import plot_runs
-
     dirs = [args.output_dir for _, args in runs]
     for (name, _), run_dir in zip(runs, dirs):
         results[name].update(eval_loss_curve(run_dir))
-    plot_path = os.path.join(training_args.output_dir, "comparison.png")
-    plot_runs(dirs, plot_path, names=[n for n, _ in runs])
+    plot_path = comparison_plot(training_args.output_dir, dirs, [n for n, _ in runs])
     with open(os.path.join(training_args.output_dir, "comparison.json"), "w") as f:
         json.dump(results, f, indent=2)
     data_name = "Fashion-MNIST" if offline else (data_args.dataset_name or data_args.train_dir)

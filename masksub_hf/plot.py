@@ -5,13 +5,17 @@
 Rows: a validation metric (`eval_accuracy` unless `--metric` names another logged one, such as
 `eval_zeroshot_accuracy` or `eval_pearson`), main-branch training loss (`loss_main`; `loss` for runs without a
 sub-branch), sub-branch loss (`loss_sub`, runs with a sub-branch only), gradient norm. Columns: against
-optimizer steps and against wall-clock seconds since training began (`elapsed_s`), so a method
-that costs more per step is also judged on equal time. Needs matplotlib (`pip install masksub_hf[plot]`).
+optimizer steps and against wall-clock seconds since the run's first log (`elapsed_s`, from
+wallclock.json; counting from the first log leaves out each run's start-up, which the first of several
+runs pays most), so a method that costs more per step is also judged on equal time. A RUN_DIR that
+holds runs rather than being one (the baseline/ and masksub/ of a comparison) stands for all of them.
+Needs matplotlib (`pip install masksub_hf[plot]`).
 """
 import argparse
 import glob
 import json
 import os
+import sys
 from typing import Dict, List, Optional, Sequence
 
 from .wallclock import read as read_wallclock, with_wallclock
@@ -23,7 +27,7 @@ PANELS = (
     ("training loss, perturbed sub-branch", "loss", lambda e: e.get("loss_sub")),
     ("gradient norm", "grad norm", lambda e: e.get("grad_norm")),
 )
-AXES = (("step", "optimizer step", "vs step"), ("elapsed_s", "wall-clock (s)", "vs wall-clock"))
+AXES = (("step", "optimizer step", "vs step"), ("elapsed_s", "wall-clock since the first log (s)", "vs wall-clock"))
 
 
 def panels(metric: str = "eval_accuracy"):
@@ -56,8 +60,22 @@ def read_history(path: str) -> List[Dict]:
     return with_wallclock(history, run_dir)
 
 
+def expand_runs(paths: Sequence[str]) -> List[str]:
+    """Each path that is a run, and for a folder that only holds runs (a comparison root), those runs."""
+    runs = []
+    for path in map(str, paths):
+        inner = sorted(os.path.dirname(s) for s in glob.glob(os.path.join(path, "*", "trainer_state.json")))
+        own = os.path.isfile(os.path.join(path, "trainer_state.json")) or glob.glob(
+            os.path.join(path, "checkpoint-*", "trainer_state.json"))
+        runs += [path] if own or not inner else inner
+    return runs
+
+
 def read_series(history: List[Dict], rows=PANELS) -> Dict[str, Dict[str, List]]:
-    """{panel title: {"step": [...], "elapsed_s": [...], "value": [...]}} from one run's log_history."""
+    """{panel title: {"step": [...], "elapsed_s": [...], "value": [...]}} from one run's log_history, the
+    wall-clock counted from the run's first log."""
+    clock = [e["elapsed_s"] for e in history if e.get("elapsed_s") is not None and "train_runtime" not in e]
+    start = min(clock) if clock else 0.0
     series = {}
     for title, _, read in rows:
         points = {"step": [], "elapsed_s": [], "value": []}
@@ -66,7 +84,8 @@ def read_series(history: List[Dict], rows=PANELS) -> Dict[str, Dict[str, List]]:
             if value is None or "train_runtime" in entry:  # the end-of-training summary is not a point
                 continue
             points["step"].append(entry.get("step"))
-            points["elapsed_s"].append(entry.get("elapsed_s"))
+            elapsed = entry.get("elapsed_s")
+            points["elapsed_s"].append(None if elapsed is None else elapsed - start)
             points["value"].append(value)
         series[title] = points
     return series
@@ -93,8 +112,10 @@ def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] 
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         raise ImportError("masksub_hf.plot needs matplotlib: pip install 'masksub_hf[plot]'") from None
+    paths = expand_runs(paths)
     names = list(names) if names else run_names(paths)
     if len(names) != len(paths):
         raise ValueError(f"{len(names)} names for {len(paths)} runs.")
@@ -112,6 +133,8 @@ def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] 
             ax.set_title(f"{panel} {suffix}")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
+            if key == "step":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
             ax.grid(alpha=0.3)
             drawn = False
             for i, (name, run) in enumerate(zip(names, runs)):
@@ -143,16 +166,22 @@ def plot_runs(paths: Sequence[str], output: str, names: Optional[Sequence[str]] 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m masksub_hf.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output_dir of a run (holds trainer_state.json)")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output_dir of a run (holds trainer_state.json), "
+                        "or a folder of runs (a comparison's output_dir, holding baseline/ and masksub/)")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     parser.add_argument("--names", nargs="+", help="legend names, one per RUN_DIR (default: the directory names)")
     parser.add_argument("--title", help="figure title")
     parser.add_argument("--metric", default="eval_accuracy", help="evaluation key for the first row (default: "
                         "eval_accuracy; e.g. eval_zeroshot_accuracy for CLIP, eval_pearson for regression)")
     args = parser.parse_args(argv)
-    plot_runs(args.runs, args.output, args.names, args.title, args.metric)
+    try:
+        plot_runs(args.runs, args.output, args.names, args.title, args.metric)
+    except (OSError, ValueError, ImportError) as err:  # a missing run, an unlogged metric, no matplotlib
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -177,7 +177,7 @@ def csv_pairs(path: str, img_key: str, caption_key: str, separator: Optional[str
     import pandas as pd
 
     from .cli import warn
-    from .files import SEPARATORS, check_separator, read_text, table_layout
+    from .files import SEPARATORS, check_separator, read_text, rows_against_lines, table_layout
 
     text, encoding = read_text(path, flag, encoding, "--csv_encoding")
     if separator is None:
@@ -190,6 +190,9 @@ def csv_pairs(path: str, img_key: str, caption_key: str, separator: Optional[str
         frame = pd.read_csv(io.StringIO(text), sep=separator, dtype=str, keep_default_na=False)
     except Exception as err:  # noqa: BLE001  (pandas parser errors)
         raise ValueError(f"{flag} {path} cannot be read as CSV/TSV: {' '.join(str(err).split())[:200]}") from None
+    merged = rows_against_lines(path, text, len(frame))
+    if merged:
+        warn(merged)
     _check_columns(frame.columns, {"--csv_img_key": img_key, "--csv_caption_key": caption_key,
                                    "--csv_label_key": label_key}, path)
     root = Path(path).parent

@@ -26,3 +26,12 @@ def curve_summary(results: Dict[str, Dict]) -> str:
     return "eval loss during training: " + "; ".join(
         f"{name} best {m['curve_best_eval_loss']:.4f} (epoch {m['curve_best_epoch']:g}), final "
         f"{m['curve_final_eval_loss']:.4f}" for name, m in curves.items())
+
+
+def comparison_plot(output_dir: str, run_dirs, names, metric: str = "eval_accuracy") -> str:
+    """output_dir/comparison.png: the runs of a comparison side by side (masksub_hf.plot); returns its path."""
+    from masksub_hf.plot import plot_runs
+
+    path = os.path.join(output_dir, "comparison.png")
+    plot_runs(run_dirs, path, names=list(names), metric=metric)
+    return path

@@ -62,3 +62,16 @@ def check_separator(path: str, flag: str, text: str, separator: str, separator_f
         raise ValueError(f"{flag} {path}: its header {header[:80]!r} has no {SEPARATORS.get(separator, repr(separator))} "
                          f"separator but {header.count(best)} {SEPARATORS[best]}(s); pass {separator_flag} "
                          f"{best!r}.")
+
+
+def rows_against_lines(path: str, text: str, rows: int) -> Optional[str]:
+    """A warning when a csv/tsv read as fewer rows than it has lines: a quote left open merges the lines after it
+    into one cell (a quoted field that spans lines does the same, legally). Names the first line whose quotes do
+    not pair up."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if rows >= len(lines) - 1:
+        return None
+    odd = next((k for k, line in enumerate(text.splitlines(), 1) if line.count('"') % 2), None)
+    where = f"; line {odd} opens a quote that is never closed on it" if odd else ""
+    return (f"{path}: read {rows} rows from {len(lines) - 1} lines after the header: quoted text spans lines"
+            f"{where}, so rows were merged. Check the quotes, or write the text without them.")

@@ -125,3 +125,18 @@ def test_empty_class_cells(configs, digit_csv, tmp_path, capsys):  # noqa: F811
     path = tsv(tmp_path, header, rows)
     refused(run_clip.cli, _argv(configs["tiny-vit"], path, tmp_path / "o"), capsys, str(path),
             "1 row(s) have an empty --csv_label_key 'label' cell")
+
+
+def test_an_unclosed_quote_that_merges_captions_is_named(configs, digit_csv, tmp_path):  # noqa: F811
+    header, rows = rows_of(digit_csv, 20)
+    path, caption, label = rows[2].split("\t")
+    rows[2] = f'{path}\t"{caption}\t{label}'  # opened on file line 4, closed on line 7: the rows between merge
+    path, caption, label = rows[5].split("\t")
+    rows[5] = f'{path}\t{caption}"\t{label}'
+    csv = tsv(tmp_path, header, rows)
+    with pytest.warns(InputWarning) as record:
+        try:
+            run_clip.main(_argv(configs["tiny-vit"], csv, tmp_path / "o"))
+        except ValueError:  # the merged cell is no image path; the warning has already named the cause
+            pass
+    warned(record, str(csv), "rows from 20 lines after the header", "line 4 opens a quote")

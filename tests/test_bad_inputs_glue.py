@@ -395,3 +395,13 @@ def test_a_max_seq_length_without_room_for_text(argv, rows, tmp_path, capsys, le
     with pytest.warns(InputWarning) as record:
         run_glue.main(flags)
     warned(record, "--max_seq_length 3 keeps at most 1 text token(s) per row")
+
+
+def test_an_unclosed_quote_that_merges_rows_is_named(argv, rows, tmp_path):
+    lines = table(rows).splitlines()
+    lines[5] = '"' + lines[5]  # a quote opened on file line 6 ...
+    lines[9] = lines[9].replace(",", '",', 1)  # ... closed on line 10: the lines between become one cell
+    train = csv_text(tmp_path / "train.csv", "\n".join(lines) + "\n")
+    with pytest.warns(InputWarning) as record:
+        run_glue.main(argv("--task_name", "sst2", "--train_file", train, "--do_train"))
+    warned(record, train, "rows from 24 lines after the header", "line 6 opens a quote that is never closed")

@@ -41,3 +41,16 @@ def test_one_compare_flag_with_one_behaviour_in_every_script(script):
     assert compare("--compare_baseline") is True
     assert compare("--compare_baseline", "false") is False
     assert compare() is False  # on your own data: one run unless asked
+
+
+def test_run_clip_help_shows_the_defaults_it_uses():
+    import run_clip
+
+    parser = run_clip.build_parser()
+    text = " ".join(parser.format_help().split())
+    for flag, value in (("--learning_rate", 0.0001), ("--per_device_train_batch_size", 32),
+                        ("--save_strategy", "no"), ("--output_dir", "output/clip")):
+        assert parser._option_string_actions[flag].default == value, flag
+        assert f"(default: {value})" in text, flag
+    assert "(default: 5e-05)" not in text  # TrainingArguments' learning rate is not what this script uses
+    assert "embedded default, --max_steps 100" in text

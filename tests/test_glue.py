@@ -195,6 +195,8 @@ def test_compare_baseline_two_runs_side_by_side(base_args, sst2_files, tmp_path,
     assert json.load(open(tmp_path / "out" / "comparison.json")) == runs
     table = capsys.readouterr().out
     assert "| baseline |" in table and "| masksub |" in table and "eval_accuracy" in table
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 10_000  # the same plot as run_image's
+    assert f"plot: {tmp_path / 'out' / 'comparison.png'}" in table
 
 
 def test_refuses_non_empty_output_dir_and_resumes_from_checkpoint(base_args, sst2_files, tmp_path):

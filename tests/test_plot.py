@@ -46,7 +46,10 @@ def test_two_runs_draw_every_panel_with_a_legend(tmp_path):
     # only the MaskSub run has a sub-branch; the summary entry is never a point
     assert set(lines["training loss, perturbed sub-branch vs wall-clock"]) == {"masksub"}
     accuracy = lines["validation accuracy vs wall-clock"]["masksub"]
-    assert list(accuracy.get_xdata()) == pytest.approx([1.5, 3.0, 4.5]) and len(accuracy.get_ydata()) == 3
+    # wall-clock from the run's first log (0.75 s): its start-up is not on the axis
+    assert list(accuracy.get_xdata()) == pytest.approx([0.75, 2.25, 3.75]) and len(accuracy.get_ydata()) == 3
+    steps = fig.axes[0].xaxis.get_major_locator()
+    assert all(float(t).is_integer() for t in steps.tick_values(1, 6))  # whole steps on the step axis
 
 
 def test_cli_with_names_and_a_run_still_in_progress(tmp_path, capsys):
@@ -67,7 +70,7 @@ def test_another_metric_in_the_first_row_and_an_unlogged_one_refused(tmp_path):
     assert "validation accuracy vs step" not in lines
     assert list(lines["validation loss vs step"]["masksub"].get_ydata()) == [1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="no run logged 'eval_pearson'.*eval_accuracy, eval_loss"):
-        plot.main([str(r) for r in runs] + ["-o", str(tmp_path / "x.png"), "--metric", "eval_pearson"])
+        plot.plot_runs(runs, str(tmp_path / "x.png"), metric="eval_pearson")
 
 
 def test_missing_state_is_a_clear_error(tmp_path):
@@ -77,3 +80,20 @@ def test_missing_state_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="1 names for 2 runs"):
         plot.plot_runs([write_run(tmp_path, "a", False), write_run(tmp_path, "b", False)], str(tmp_path / "x.png"),
                        names=["one"])
+
+
+def test_the_cli_says_what_is_wrong_in_one_line(tmp_path, capsys):
+    runs = [write_run(tmp_path, "baseline", False), write_run(tmp_path, "masksub", True)]
+    assert plot.main([str(r) for r in runs] + ["-o", str(tmp_path / "x.png"), "--metric", "eval_pearson"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m masksub_hf.plot: error: no run logged 'eval_pearson'")
+    assert plot.main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "y.png")]) == 2
+    assert "no trainer_state.json" in capsys.readouterr().err
+
+
+def test_a_comparison_root_stands_for_its_runs(tmp_path, capsys):
+    write_run(tmp_path / "cmp", "baseline", False)
+    write_run(tmp_path / "cmp", "masksub", True)
+    assert plot.main([str(tmp_path / "cmp"), "-o", str(tmp_path / "cmp.png")]) == 0
+    fig = plot.plot_runs([tmp_path / "cmp"], str(tmp_path / "cmp.png"))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "masksub"]
