@@ -28,6 +28,7 @@ from transformers import set_seed
 
 from masksub_hf import MaskSubConfig
 from masksub_hf.models.open_clip import MODES, ClampLogitScale, OpenCLIPForMaskSub
+from masksub_hf.sub_types import RUN_NAMES, listed
 from tasks import clip as data
 from tasks import hf_clip
 from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
@@ -50,7 +51,6 @@ DEFAULTS = {
 # The embedded default (no data given): both runs fit ~10 minutes on 2 CPU cores.
 EMBEDDED_DEFAULTS = {"max_steps": 100, "context_length": 16, "train_num_samples": 8000, "val_num_samples": 1000,
                      "compare_baseline": True}
-RUN_NAMES = {"none": "baseline", "auto": "masksub", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
 @dataclass
@@ -272,7 +272,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     check_model(model_args)
     if run_args.compare_baseline:
         if training_args.masksub_type == "none":
-            raise ValueError("--compare_baseline trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
+            raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
         runs = [(name, replace(training_args, output_dir=os.path.join(training_args.output_dir, name),
                                masksub_type=kind))
                 for name, kind in (("baseline", "none"), (RUN_NAMES[training_args.masksub_type], training_args.masksub_type))]

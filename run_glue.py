@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
+from masksub_hf.sub_types import RUN_NAMES, listed
 from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args,
                        resume_checkpoint, run_cli, warn)
 from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
@@ -76,7 +77,6 @@ EMBEDDED_DEFAULTS = {
     "compare_baseline": True,
 }
 SELECTORS = ("model_name_or_path", "task_name", "train_file", "validation_file", "test_file")
-RUN_NAMES = {"none": "baseline", "auto": "masksub", "mask": "masksub", "drop": "dropsub", "path": "pathsub"}
 
 
 @dataclass
@@ -633,7 +633,7 @@ def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
     chosen = training_args.masksub_type
     if chosen == "none":
         raise GlueInputError("--compare_baseline trains a baseline beside a MaskSub run; choose --masksub_type "
-                             "mask, drop or path (or pass --compare_baseline False).")
+                             f"{listed()} (or pass --compare_baseline False).")
     root = training_args.output_dir
     results = {}
     for masksub_type in ("none", chosen):

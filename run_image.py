@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig
+from masksub_hf.sub_types import RUN_NAMES, listed
 from tasks import image as data
 from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli
 from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
@@ -264,7 +265,7 @@ def main(argv=None):
     if not 0 <= data_args.max_bad_images < 1:
         raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
     if run_args.compare_baseline and training_args.masksub_type == "none":
-        raise ValueError("--compare_baseline trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
+        raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
     logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
                         handlers=[logging.StreamHandler(sys.stdout)])
     transformers.utils.logging.set_verbosity_warning()
@@ -296,9 +297,9 @@ def main(argv=None):
     compare = run_args.compare_baseline
     if compare:
         if training_args.masksub_type == "none":
-            raise ValueError("--compare_baseline trains a baseline beside MaskSub: give --masksub_type mask, drop or path.")
-        name = "plain" if training_args.masksub_plain else "masksub"
-        runs = [("baseline", replace(training_args, output_dir=os.path.join(training_args.output_dir, "baseline"),
+            raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
+        name = "plain" if training_args.masksub_plain else RUN_NAMES[training_args.masksub_type]
+        runs = [(RUN_NAMES["none"], replace(training_args, output_dir=os.path.join(training_args.output_dir, "baseline"),
                                      masksub_type="none", masksub_plain=False)),
                 (name, replace(training_args, output_dir=os.path.join(training_args.output_dir, name)))]
     else:

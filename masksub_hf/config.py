@@ -6,8 +6,8 @@ from transformers import TrainingArguments
 
 from .losses import RELAXED_LOSSES as LOSS_REGISTRY
 from .nonfinite import NONFINITE_MODES, validate_nonfinite
+from .sub_types import MASKSUB_TYPES
 
-MASKSUB_TYPES = ("auto", "mask", "drop", "path", "none")
 DEFAULT_RATIO = 0.5  # the paper's, for mask, drop and path alike
 RELAXED_LOSSES = ("auto",) + tuple(LOSS_REGISTRY)
 

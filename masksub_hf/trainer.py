@@ -20,6 +20,7 @@ from .models import base_model_of, find_family
 from .models.base import as_sub_batch
 from .nonfinite import NonFiniteGuard
 from .perturb import audit, frozen_norm_stats
+from .sub_types import listed
 from .wallclock import WallClock
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
             self._choose_automatically(base)
         if self.masksub_plain and self.masksub_type == "none":
             raise ValueError("--masksub_plain applies the masksub_type perturbation to the main branch; "
-                             "choose --masksub_type mask, drop or path with it.")
+                             f"choose --masksub_type {listed()} with it.")
         if self.masksub_type == "none":
             self._warn_if_trainer_scales_wrongly(base)
         else:

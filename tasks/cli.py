@@ -11,6 +11,7 @@
   --overwrite_output_dir removes an earlier run's checkpoints so none of them is resumed later.
 """
 import difflib
+import errno
 import fcntl
 import shutil
 import logging
@@ -66,9 +67,11 @@ def _split_debug(argv: List[str]):
 
 def run_cli(main, prog: str, argv: Optional[List[str]] = None):
     """Call main(argv) and end bad input with one line on stderr: status 2 for user errors (ValueError,
-    OSError: flags, files, columns, labels, models, settings), 3 for a run stopped on a non-finite loss or
-    gradient norm, 130 on Ctrl-C. With --debug or MASKSUB_HF_TRACEBACK=1 the traceback is shown instead."""
+    OSError: flags, files, columns, labels, models, settings; a perturbation the model did not take; a full
+    disk, whatever library raised it), 3 for a run stopped on a non-finite loss or gradient norm, 130 on
+    Ctrl-C. With --debug or MASKSUB_HF_TRACEBACK=1 the traceback is shown instead."""
     from masksub_hf.nonfinite import NonFiniteTrainingError
+    from masksub_hf.perturb.audit import PerturbationNotApplied
 
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("MASKSUB_HF_TRACEBACK"))
@@ -92,14 +95,38 @@ def run_cli(main, prog: str, argv: Optional[List[str]] = None):
             raise
         print(f"{prog}: interrupted; rerun the same command to resume from the last checkpoint.", file=sys.stderr)
         sys.exit(130)
-    except USER_ERRORS as err:
+    except USER_ERRORS + (PerturbationNotApplied,) as err:
         if debug:
             raise
+        if disk_full(err):
+            _disk_full_exit(prog, err)
         hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
         print(f"{prog}: error: {one_line(err)}{hint}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except Exception as err:  # noqa: BLE001  a full disk surfaces as whatever the writing library raises
+        if debug or not disk_full(err):
+            raise
+        _disk_full_exit(prog, err)
     finally:
         warnings.formatwarning = show
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether err, or what caused it, is a full disk (safetensors and torch.save raise their own types)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _disk_full_exit(prog: str, err: BaseException):
+    print(f"{prog}: error: the disk is full ({one_line(err)}); the checkpoint being written is incomplete and a rerun "
+          "passes over it: free space (or choose --output_dir on another disk) and rerun the same command.",
+          file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
 
 
 class ArgumentParser(HfArgumentParser):

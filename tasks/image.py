@@ -55,16 +55,24 @@ def fashion_mnist_splits(max_train=None, max_eval=None, seed=0) -> ImageSplits:
     return ImageSplits(_subset(train, max_train, seed), _subset(test, max_eval, seed), list(FASHION_MNIST_CLASSES))
 
 
-def _count_images(folder: str) -> int:
+def image_files(folder: str) -> List[str]:
+    """Every image file under folder, class folders that are symlinks followed (each real folder once)."""
     if not os.path.isdir(folder):
         raise ValueError(f"{folder} is not a directory.")
-    extensions = set(Image.registered_extensions())
-    return sum(os.path.splitext(f)[1].lower() in extensions for _, _, files in os.walk(folder) for f in files)
+    extensions, seen, found = set(Image.registered_extensions()), set(), []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [os.path.join(root, f) for f in files if os.path.splitext(f)[1].lower() in extensions]
+    return sorted(found)
 
 
 def readable(dataset, max_bad: float, where: str):
-    """The rows whose image PIL can open, decode lazily later: corrupt, truncated and zero-byte files are
-    skipped and counted, and more than `max_bad` of them refuses the data (as run_clip.py does)."""
+    """The rows whose image PIL can decode (once, here; the training decodes them again): corrupt, truncated and
+    zero-byte files are skipped, counted and named, and more than `max_bad` of them refuses the data (as run_clip.py does)."""
     import io
 
     from datasets import Image as ImageFeature
@@ -75,7 +83,7 @@ def readable(dataset, max_bad: float, where: str):
         try:
             source = io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]
             with Image.open(source) as im:
-                im.verify()
+                im.load()  # a full decode: verify() passes a JPEG whose end was cut off, which then fails mid-training
             good.append(i)
         except Exception:  # noqa: BLE001  (PIL raises many kinds for broken files)
             bad.append(item.get("path") or f"row {i}")
@@ -101,10 +109,11 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
         for split, folder in (("train", train_dir), ("validation", validation_dir)):
             if folder is None:
                 continue
-            if _count_images(folder) == 0:
+            found = image_files(folder)
+            if not found:
                 raise ValueError(f"--{split if split == 'train' else 'validation'}_dir {folder} holds no image files "
                                  "(expected one subfolder per class with .png/.jpg/... files in it).")
-            files[split] = os.path.join(folder, "**")
+            files[split] = found  # listed here: imagefolder's own glob would not enter a symlinked class folder
         raw = load_dataset("imagefolder", data_files=files, cache_dir=cache_dir)
     first = raw[next(iter(raw))]
     if label_column not in first.column_names and train_dir is not None:

@@ -54,3 +54,33 @@ def test_run_clip_help_shows_the_defaults_it_uses():
         assert f"(default: {value})" in text, flag
     assert "(default: 5e-05)" not in text  # TrainingArguments' learning rate is not what this script uses
     assert "embedded default, --max_steps 100" in text
+
+
+@pytest.mark.parametrize("raised", [
+    RuntimeError("SafetensorError: Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                 "\"No space left on device\" })"),
+    OSError(28, "No space left on device"),
+])
+def test_a_full_disk_ends_in_one_line_whatever_raised_it(raised, capsys):
+    from tasks.cli import run_cli
+
+    def main(argv):
+        raise raised
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, "run_glue.py", [])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("run_glue.py: error: the disk is full") and "rerun the same command" in err
+
+
+def test_a_perturbation_that_did_not_happen_ends_in_one_line(capsys):
+    from masksub_hf.perturb.audit import PerturbationNotApplied
+    from tasks.cli import run_cli
+
+    def main(argv):
+        raise PerturbationNotApplied("--masksub_type drop did not happen on this Model")
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, "run_glue.py", [])
+    assert done.value.code == 2 and "did not happen" in capsys.readouterr().err

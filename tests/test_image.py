@@ -238,3 +238,30 @@ def test_a_run_killed_mid_epoch_resumes_with_the_uninterrupted_crops_and_weights
     a, b = load_file(whole / "out" / "model.safetensors"), load_file(killed / "out" / "model.safetensors")
     for name, tensor in a.items():
         assert torch.equal(tensor, b[name]), name
+
+
+def test_a_class_folder_that_is_a_symlink_is_followed(tmp_path, digits):
+    from tasks.image import load_splits
+
+    write_folder(tmp_path / "elsewhere", digits, 4)
+    train = tmp_path / "train"
+    train.mkdir()
+    for c in CLASSES:
+        os.symlink(tmp_path / "elsewhere" / f"digit{c}", train / f"digit{c}", target_is_directory=True)
+    (train / "loop").symlink_to(train, target_is_directory=True)  # a link back up is entered once, not forever
+    splits = load_splits(train_dir=str(train), train_val_split=0.25, cache_dir=str(tmp_path / "cache"))
+    assert sorted(splits.labels) == [f"digit{c}" for c in CLASSES]
+    assert len(splits.train) + len(splits.eval) == 4 * len(CLASSES)
+
+
+def test_a_truncated_jpeg_is_skipped_and_named_before_training(tmp_path, digits, capsys):
+    from tasks.image import load_splits
+
+    train = write_folder(tmp_path / "train", digits, 6)
+    cut = train / "digit1" / "cut.jpg"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(cut, quality=95)
+    cut.write_bytes(cut.read_bytes()[:-400])  # the end of the file is gone; the header still opens
+    splits = load_splits(train_dir=str(train), train_val_split=0.25, cache_dir=str(tmp_path / "cache"), max_bad=0.2)
+    assert len(splits.train) + len(splits.eval) == 6 * len(CLASSES)
+    out = capsys.readouterr().out
+    assert "skipped 1 of" in out and "(cut.jpg)" in out

@@ -16,8 +16,9 @@ from torch import nn
 
 from ..perturb import block_drop_path, drop_path_slots, dropout_rate, dropout_sites, own_drop_path
 from ..perturb.dropout import config_rates
+from ..sub_types import PERTURBATION_TYPES
 
-TYPES = ("mask", "drop", "path")
+TYPES = PERTURBATION_TYPES  # the Family method of each name is the perturbation (sub_types.py)
 # where a prediction sits in a ModelOutput, most common first (classifiers, then image-text models)
 PREDICTION_KEYS = ("logits", "logits_per_image")
 
@@ -25,11 +26,13 @@ PREDICTION_KEYS = ("logits", "logits_per_image")
 class SubBatch(dict):
     """The sub-branch inputs (a dict, passed to the model as **inputs), and for token dropping which
     tokens were kept: index (B, K) into the original sequence, kept (B, K) True for real entries.
-    Per-token heads need them to align the two branches' predictions."""
+    Per-token heads need them to align the two branches' predictions; `next_token` says the head predicts the
+    token after each position (a causal LM), not a label of the position itself."""
 
-    def __init__(self, inputs: Dict, index: Optional[torch.Tensor] = None, kept: Optional[torch.Tensor] = None):
+    def __init__(self, inputs: Dict, index: Optional[torch.Tensor] = None, kept: Optional[torch.Tensor] = None,
+                 next_token: bool = False):
         super().__init__(inputs)
-        self.index, self.kept = index, kept
+        self.index, self.kept, self.next_token = index, kept, next_token
 
 
 def as_sub_batch(yielded) -> SubBatch:

@@ -1,0 +1,28 @@
+"""One registry of sub-branch types (masksub_hf/sub_types.py): every place that lists the types derives them from it."""
+import run_clip
+import run_glue
+import run_image
+from masksub_hf import MaskSubConfig, sub_types
+from masksub_hf.inspect import plan
+from masksub_hf.models.base import TYPES, Family
+from tests.helpers import tiny_bert
+
+
+def choices(parser, flag="--masksub_type"):
+    return list(parser._option_string_actions[flag].choices)
+
+
+def test_every_list_of_types_is_the_registry():
+    assert sub_types.MASKSUB_TYPES == ("auto",) + tuple(sub_types.PERTURBATIONS) + ("none",)
+    assert TYPES == tuple(sub_types.PERTURBATIONS)
+    assert all(callable(getattr(Family, t)) for t in TYPES)  # each perturbation is the Family method of its name
+    from transformers import HfArgumentParser
+
+    assert choices(HfArgumentParser(MaskSubConfig)) == list(sub_types.MASKSUB_TYPES)
+    assert choices(run_clip.build_parser()) == list(sub_types.MASKSUB_TYPES)
+    assert set(sub_types.RUN_NAMES) == set(sub_types.MASKSUB_TYPES)  # --compare_baseline names every type's run
+    assert run_glue.RUN_NAMES is sub_types.RUN_NAMES and run_clip.RUN_NAMES is sub_types.RUN_NAMES
+    assert run_image.RUN_NAMES is sub_types.RUN_NAMES
+    rows = [line.split()[0] for line in plan(tiny_bert()).splitlines()[3:]]
+    assert rows == list(TYPES)  # the plan: auto's line, then one row per perturbation
+    assert sub_types.listed() == "mask, drop or path"
