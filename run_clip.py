@@ -135,7 +135,7 @@ def parse_args(argv: Optional[List[str]] = None):
 def build_parser() -> ArgumentParser:
     """The flags, with this script's own defaults shown by --help (not TrainingArguments'); those of the
     embedded default run (no data given) are in the description."""
-    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig),
+    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig), prog=os.path.basename(__file__),
                             description=__doc__.split("\n\n")[0] + " With no --train_data: the embedded default, "
                             + ", ".join(f"--{k} {v}" for k, v in EMBEDDED_DEFAULTS.items()) + ".")
     parser.set_defaults(**DEFAULTS, output_dir=DEFAULT_OUTPUT_DIR)

@@ -182,10 +182,15 @@ class RunArguments:
 
 
 # ---- arguments --------------------------------------------------------------------------------
+def build_parser() -> ArgumentParser:
+    return ArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments),
+                          description=__doc__.split("\n\n")[0], prog=os.path.basename(__file__))
+
+
 def parse_args(argv: Optional[List[str]] = None, **overrides):
     """(model, data, training, run) arguments: the user's argv (or one .json file) over our defaults,
     with the embedded defaults when no model, task or data file is named."""
-    parser = ArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments))
+    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
         try:

@@ -112,9 +112,14 @@ class RunArguments:
         default=False, metadata={"help": "Train from scratch into a non-empty output_dir instead of refusing (no resume)."})
 
 
+def build_parser() -> ArgumentParser:
+    return ArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig),
+                          description=__doc__.split("\n\n")[0], prog=os.path.basename(__file__))
+
+
 def parse_args(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = ArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig))
+    parser = build_parser()
     if len(argv) == 1 and argv[0].endswith(".json"):
         if not os.path.isfile(argv[0]):
             raise FileNotFoundError(f"{argv[0]}: no such arguments file.")

@@ -343,8 +343,8 @@ def report(root, preset, seeds, arms, work=None):
     for title, group in (("arms", main_arms), ("ratio sweep (MaskSub only; never picks the headline)",
                                                ["baseline"] + [a for a in SWEEP if a in arms])):
         rows = load(root, preset, group, seeds)
-        if len(rows) < 2:
-            continue
+        if len(rows) < 2 or (title.startswith("ratio") and not set(rows) - {"baseline", "masksub"}):
+            continue  # a sweep needs a ratio besides the headline's
         lines += ["", f"### {title}", stats.arm_table(rows, [m[:4] for m in metrics] + [("train_runtime", "train s", 1, 0)]),
                   "", stats.paired_table(rows, metrics), "", "per seed, " + metrics[0][1] + ":"]
         lines += ["  " + s for s in stats.per_seed_line(rows, metrics[0][0], metrics[0][2], metrics[0][3])]

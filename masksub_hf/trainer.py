@@ -62,6 +62,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
         if self.masksub_plain and self.masksub_type == "none":
             raise ValueError("--masksub_plain applies the masksub_type perturbation to the main branch; "
                              f"choose --masksub_type {listed()} with it.")
+        self._check_processes()
         if self.masksub_type == "none":
             self._warn_if_trainer_scales_wrongly(base)
         else:
@@ -98,6 +99,20 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
             self.masksub_ratio = choice.ratio
         if self.masksub_loss == "auto":
             self.masksub_loss = choice.loss
+
+    def _check_processes(self):
+        """Launched as several processes (torchrun, accelerate launch) while accelerate set up one: on a machine
+        without a GPU that is a missing use_cpu, and each process would train alone on all the data."""
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched <= 1 or self.accelerator.num_processes > 1:
+            return
+        message = (f"this process is one of {launched} launched (WORLD_SIZE), but accelerate set up a single process, "
+                   "so each would train alone on all the data; on a machine without a GPU pass --use_cpu "
+                   "(TrainingArguments(use_cpu=True)) so that they train together.")
+        if self.masksub_type == "none":
+            logger.warning(message)  # Trainer does this too; none stays Trainer
+        else:
+            raise ValueError(message)
 
     def _warn_if_trainer_scales_wrongly(self, base):
         # Trainer hands num_items_in_batch over only when the batch has labels (CLIPModel's return_loss has none)

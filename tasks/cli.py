@@ -130,7 +130,24 @@ def _disk_full_exit(prog: str, err: BaseException):
 
 
 class ArgumentParser(HfArgumentParser):
-    """HfArgumentParser with one-line errors: a bad value or an unknown flag raises UsageError."""
+    """HfArgumentParser with one-line errors: a bad value or an unknown flag raises UsageError. Its --help shows
+    the script's own flags first, then MaskSub's, then Trainer's (TrainingArguments), each under its heading."""
+
+    def __init__(self, dataclass_types, **kwargs):
+        kwargs.setdefault("usage", "%(prog)s [--flag value ...]  (this script's flags, then MaskSub's, then Trainer's)")
+        super().__init__(dataclass_types, **kwargs)
+        from dataclasses import fields
+
+        from transformers import TrainingArguments
+
+        trainer_fields = {f.name for f in fields(TrainingArguments)}
+        groups = (("MaskSub: the sub-branch (masksub_hf.MaskSubConfig)", lambda a: a.dest.startswith("masksub_")),
+                  ("Trainer: transformers.TrainingArguments", lambda a: a.dest in trainer_fields))
+        for title, belongs in groups:
+            moved = [a for a in self._actions if belongs(a) and a.option_strings]
+            for group in self._action_groups:
+                group._group_actions[:] = [a for a in group._group_actions if a not in moved]
+            self.add_argument_group(title)._group_actions.extend(moved)
 
     def error(self, message):
         raise UsageError(f"{message} (see --help)")

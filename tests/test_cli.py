@@ -84,3 +84,16 @@ def test_a_perturbation_that_did_not_happen_ends_in_one_line(capsys):
     with pytest.raises(SystemExit) as done:
         run_cli(main, "run_glue.py", [])
     assert done.value.code == 2 and "did not happen" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["run_glue", "run_clip", "run_image"])
+def test_help_starts_with_a_description_then_the_scripts_flags_then_masksubs_then_trainers(script):
+    import importlib
+
+    module = importlib.import_module(script)
+    text = module.build_parser().format_help()
+    assert text.startswith(f"usage: {script}.py [--flag value ...]")
+    description = " ".join(module.__doc__.split("\n\n")[0].split())
+    assert " ".join(text.split("\noptions:")[0].split()[1:]).find(description) > 0  # right under the usage line
+    masksub, trainer = text.index("\nMaskSub: the sub-branch"), text.index("\nTrainer: transformers.TrainingArguments")
+    assert text.index("\noptions:") < masksub < text.index("  --masksub_type") < trainer < text.index("  --learning_rate")

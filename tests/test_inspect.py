@@ -54,3 +54,18 @@ def test_the_readme_table_is_the_registry():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("<!-- supported-models:start -->")[1].split("<!-- supported-models:end -->")[0].strip()
     assert table == readme_table(), "regenerate it: python -m masksub_hf.inspect --readme-table"
+
+
+def test_a_saved_model_without_tokenizer_files_plans_as_the_same_model_in_memory(tmp_path, capsys):
+    """No tokenizer saved: the placeholder transformers would build from the config is not the model's, so no
+    mask token is taken from it, and mask is refused as it is for the model in memory."""
+    from transformers import BartConfig, BartForSequenceClassification
+
+    model = BartForSequenceClassification(BartConfig(vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1,
+                                                     encoder_attention_heads=4, decoder_attention_heads=4,
+                                                     encoder_ffn_dim=64, decoder_ffn_dim=64))
+    model.save_pretrained(tmp_path / "bart")
+    assert main([str(tmp_path / "bart"), "--masksub_type", "mask"]) == 0
+    saved = capsys.readouterr().out
+    assert "mask  refused: its tokens cannot be dropped" in saved and "no tokenizer with a mask token" in saved
+    assert "mask  refused" in plan(model, ["mask"])

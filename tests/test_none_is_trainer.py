@@ -129,3 +129,16 @@ def test_the_scaling_warning_names_the_processes_too(tmp_path, caplog, monkeypat
     with caplog.at_level("WARNING", logger="masksub_hf.trainer"):
         trainer._warn_if_trainer_scales_wrongly(base_model_of(trainer.model))
     assert "2 (processes, average_tokens_across_devices) times those of one large batch" in caplog.text
+
+
+def test_several_launched_processes_that_accelerate_runs_as_one_are_refused(tmp_path, monkeypatch, caplog):
+    """torchrun without use_cpu on a CPU machine: accelerate counts one process, DDP never wraps the model. (The
+    check runs at construction; here it is called again once the launcher's WORLD_SIZE is in place.)"""
+    ours = MaskSubTrainer(model=tiny_vit(), args=args(tmp_path, masksub_type="mask"))
+    plain = MaskSubTrainer(model=tiny_vit(), args=args(tmp_path, masksub_type="none"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"one of 2 launched \(WORLD_SIZE\).*pass --use_cpu"):
+        ours._check_processes()
+    with caplog.at_level("WARNING", logger="masksub_hf.trainer"):
+        plain._check_processes()  # none is Trainer: it says so, and trains as Trainer would
+    assert "pass --use_cpu" in caplog.text

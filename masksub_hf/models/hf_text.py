@@ -7,6 +7,7 @@ the first token ([CLS], which encoders pool) or the last real token (which decod
 pool). Multiple-choice batches (B, C, L) have each choice masked as a sequence of its own.
 """
 import logging
+import os
 import weakref
 from contextlib import contextmanager
 
@@ -187,11 +188,17 @@ class DecoderTextFamily(_TokenDroppingFamily):
         return super().refusal(model, masksub_type)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.model")
+
+
 def _tokenizer_mask_id(model):
     """The mask token id of the tokenizer saved beside the model (local files only), or None."""
     path = getattr(model.config, "_name_or_path", "") or ""
     if not path:
         return None
+    if os.path.isdir(path) and not any(os.path.exists(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        return None  # transformers would build a placeholder tokenizer from the config alone: not the model's
     try:
         from transformers import AutoTokenizer
 
