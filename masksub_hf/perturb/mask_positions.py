@@ -1,7 +1,7 @@
 """Mask-token masking: which patch positions the model's own mask token replaces."""
 import torch
 
-from .blocks import block_mask
+from .pixel_blocks import block_mask
 
 
 def masked_positions(batch: int, grid, ratio: float, block: int = 1, device=None) -> torch.Tensor:
