@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= output
 
-.PHONY: setup test glue image clip fashion-mnist bench-overhead clean
+.PHONY: setup test test-deepspeed glue image clip fashion-mnist bench-overhead clean
 
 # The virtual environment, rebuilt when the dependencies change. torch 2.14.1 / torchvision 0.29.1
 # are the releases these machines carry on disk; constraints.txt pins what the tests ran with.
@@ -19,6 +19,12 @@ setup: $(VENV)/.installed
 
 test: setup
 	$(PY) -m pytest -q
+
+# DeepSpeed ZeRO-1/2/3 on two CPU processes (opt-in: the extra's install and its first JIT build of one op
+# take minutes; `make test` skips these tests where deepspeed is not installed).
+test-deepspeed: setup
+	DS_BUILD_OPS=0 DS_SKIP_CUDA_CHECK=1 $(PY) -m pip install --quiet -c constraints.txt -e '.[deepspeed]'
+	DS_ACCELERATOR=cpu $(PY) -m pytest -q -m deepspeed
 
 # Fashion-MNIST comes from Debian's package (run as root, or install it yourself first).
 fashion-mnist:

@@ -2,7 +2,7 @@
 from .config import MASKSUB_TYPES, MaskSubConfig
 from .losses import RELAXED_LOSSES
 from .models import Family, SubBatch, find_family, register_family
-from .trainer import MaskSubTrainer
+from .trainer import MaskSubMixin, MaskSubTrainer
 
 __version__ = "0.1.0"
-__all__ = ["MaskSubConfig", "MaskSubTrainer", "MASKSUB_TYPES", "RELAXED_LOSSES", "Family", "SubBatch", "find_family", "register_family"]
+__all__ = ["MaskSubConfig", "MaskSubMixin", "MaskSubTrainer", "MASKSUB_TYPES", "RELAXED_LOSSES", "Family", "SubBatch", "find_family", "register_family"]

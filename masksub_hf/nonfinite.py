@@ -50,7 +50,9 @@ class NonFiniteGuard:
     - `check_branch_losses(main, sub)`, called by the two-branch step where it records both losses;
       it returns False for a non-finite pair, which is then kept out of the logged window means;
     - `_get_grad_norm`, Trainer's last call before `on_pre_optimizer_step` and `optimizer.step()`:
-      where the step is stopped or skipped.
+      where the step is stopped or skipped;
+    - `nonfinite_before_engine_step(model)`, called by the two-branch step under DeepSpeed just before
+      `engine.step()` (the engine steps inside the backward, before `_get_grad_norm`): where it stops there.
     """
 
     def nonfinite_default(self) -> str:
@@ -96,14 +98,39 @@ class NonFiniteGuard:
         return loss
 
     # ---- the optimizer step ------------------------------------------------------------------
+    def nonfinite_before_engine_step(self, model) -> None:
+        """DeepSpeed's engine steps inside the last backward of an optimizer step, before Trainer's
+        `_get_grad_norm`: the two-branch step calls this just before `engine.step()`, so a stop leaves the
+        weights as they were. It decides from the losses; the gradient norm exists only after the step."""
+        self._nonfinite_setup()
+        if self._nonfinite_mode == "off":
+            return
+        self._nonfinite_step(model, None)
+        self._nonfinite_decided_before_step = True
+
     def _get_grad_norm(self, model, grad_norm=None):
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         self._nonfinite_setup()
         if self._nonfinite_mode != "off":
-            self._nonfinite_step(model, grad_norm)
+            if getattr(self, "_nonfinite_decided_before_step", False):  # DeepSpeed: the engine has stepped
+                self._nonfinite_decided_before_step = False
+                self._nonfinite_norm_after_engine_step(grad_norm)
+            else:  # Trainer's own backward (masksub_type none) under DeepSpeed: the engine stepped in it
+                self._nonfinite_step(model, grad_norm, applied=getattr(self, "is_deepspeed_enabled", False))
         return grad_norm
 
-    def _nonfinite_step(self, model, grad_norm) -> None:
+    def _nonfinite_norm_after_engine_step(self, grad_norm) -> None:
+        """Finite losses, non-finite gradient norm under DeepSpeed: the engine has applied the step (unless its
+        own overflow check skipped it); stop rather than train on."""
+        norm = None if grad_norm is None else _value(grad_norm)
+        if norm is None or math.isfinite(norm):
+            return
+        raise NonFiniteTrainingError(
+            f"step {self.state.global_step + 1}: the gradient norm is {norm} (both branch losses were finite); "
+            f"DeepSpeed's engine had already applied this step when its norm was known, so the weights may be "
+            f"non-finite{self._last_checkpoint_note()}. {self._nonfinite_advice()}")
+
+    def _nonfinite_step(self, model, grad_norm, applied=False) -> None:
         self._nonfinite_setup()
         found, self._nonfinite_found = self._nonfinite_found, None
         norm = None if grad_norm is None else _value(grad_norm)
@@ -125,8 +152,11 @@ class NonFiniteGuard:
         else:
             what = "another process met a non-finite loss"
         if self._nonfinite_mode == "stop":
-            raise NonFiniteTrainingError(f"step {step}: {what}; training stopped before this step changed the "
-                                         f"weights{self._last_checkpoint_note()}. {self._nonfinite_advice()}")
+            when = ("training stopped, but DeepSpeed's engine had already applied this step in Trainer's backward, "
+                    "so the weights may be non-finite" if applied else
+                    "training stopped before this step changed the weights")
+            raise NonFiniteTrainingError(f"step {step}: {what}; {when}{self._last_checkpoint_note()}. "
+                                         f"{self._nonfinite_advice()}")
         for param in model.parameters():  # no gradient: the optimizer leaves weights and moments alone
             param.grad = None
         self._nonfinite_skipped += 1

@@ -7,7 +7,7 @@ Trainer then clips once and steps once. Peak activation memory stays at one bran
 import inspect
 import logging
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from accelerate.utils import DistributedType
 from transformers import PreTrainedModel, Trainer
@@ -18,12 +18,14 @@ from .config import DEFAULT_RATIO, validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import base_model_of, find_family
 from .models.base import as_sub_batch
+from .main_prediction import main_prediction, model_calls
 from .nonfinite import NonFiniteGuard
 from .perturb import audit, frozen_norm_stats
 from .sub_types import listed
 from .wallclock import WallClock
 
 logger = logging.getLogger(__name__)
+_fsdp_as_ddp_warned = False  # _warn_if_fsdp_runs_as_ddp: once per process
 
 
 def _ignores_num_items_in_batch(model) -> bool:
@@ -36,8 +38,9 @@ def _ignores_num_items_in_batch(model) -> bool:
     return "num_items_in_batch" not in source and "loss_function" not in source
 
 
-class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
-    """Drop-in replacement for transformers.Trainer; reads masksub_* from MaskSubConfig (default: auto, the
+class MaskSubMixin(ResumeFromCompleteCheckpoint, NonFiniteGuard):
+    """MaskSub for any Trainer subclass: `class MySFT(MaskSubMixin, SFTTrainer)`, with an argument dataclass that
+    combines both (`class Args(MaskSubConfig, SFTConfig)`). Reads masksub_* from MaskSubConfig (default: auto, the
     measured best for the model's kind; plain TrainingArguments: mask at 0.5).
 
     The main branch is `self.compute_loss`, so overrides and `compute_loss_func` train as they
@@ -45,7 +48,20 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     that micro-batch's own num_items_in_batch, so `sum / num_items_in_batch` is that mean). `masksub_type none` is Trainer, untouched.
     """
 
+    def __init_subclass__(cls, **kwargs):
+        """Trainer before MaskSubMixin in a class's bases would leave MaskSub's steps unused: silently Trainer."""
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if Trainer in mro and mro.index(Trainer) < mro.index(MaskSubMixin):
+            trainer = next(b.__name__ for b in cls.__bases__ if issubclass(b, Trainer))
+            raise TypeError(f"class {cls.__name__}: MaskSubMixin must come before {trainer} in its bases, or "
+                            f"Trainer's training step runs instead of MaskSub's: class {cls.__name__}(MaskSubMixin, "
+                            f"{trainer}).")
+
     def __init__(self, *args, **kwargs):
+        if not isinstance(self, Trainer):
+            raise TypeError(f"{type(self).__name__}: MaskSubMixin adds MaskSub to a transformers.Trainer subclass; "
+                            "combine it with one: class T(MaskSubMixin, Trainer).")
         super().__init__(*args, **kwargs)
         self.masksub_type = getattr(self.args, "masksub_type", "mask")
         self.masksub_ratio = getattr(self.args, "masksub_ratio", DEFAULT_RATIO)
@@ -103,6 +119,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
     def _check_processes(self):
         """Launched as several processes (torchrun, accelerate launch) while accelerate set up one: on a machine
         without a GPU that is a missing use_cpu, and each process would train alone on all the data."""
+        self._warn_if_fsdp_runs_as_ddp()
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched <= 1 or self.accelerator.num_processes > 1:
             return
@@ -113,6 +130,21 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
             logger.warning(message)  # Trainer does this too; none stays Trainer
         else:
             raise ValueError(message)
+
+    def _warn_if_fsdp_runs_as_ddp(self):
+        """accelerate 1.15 takes its FSDP branch only on GPU-like devices: on CPU `--fsdp` silently trains with
+        DDP (full weights, gradients and optimizer states in every process). Say so, once per process."""
+        global _fsdp_as_ddp_warned
+        if (_fsdp_as_ddp_warned or not self.args.fsdp or self.is_fsdp_enabled or self.accelerator.num_processes <= 1
+                or getattr(self, "is_distributed_loading_by_transformers", False)):
+            return
+        _fsdp_as_ddp_warned = True
+        logger.warning(
+            "--fsdp is set, but accelerate runs FSDP "
+            f"only on GPU-like devices: here ({self.accelerator.distributed_type}) it trains with DDP instead, every "
+            "process holding the full weights, gradients and optimizer states (the same updates, not the memory). To "
+            "shard on CPU, load the model with from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N)) "
+            "(transformers shards it with FSDP2), or use DeepSpeed ZeRO (--deepspeed).")
 
     def _warn_if_trainer_scales_wrongly(self, base):
         # Trainer hands num_items_in_batch over only when the batch has labels (CLIPModel's return_loss has none)
@@ -147,27 +179,78 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
         return RELAXED_LOSSES[name](sub_pred, main_pred)
 
     def main_branch(self, model, inputs):
-        """(loss, detached prediction) through self.compute_loss, so subclasses' overrides train too."""
+        """(loss, detached prediction): the loss from self.compute_loss, so subclasses' overrides train too; the
+        prediction from the forward that loss ran (main_prediction.py), never from a second one."""
         # A compute_loss_func written as sum / num_items_in_batch gets this micro-batch's count (Trainer's own
         # counting), so it returns the per-micro-batch mean that the two-branch step scales.
         count = {} if self.compute_loss_func is None else \
             {"num_items_in_batch": self._get_num_items_in_batch([inputs], self.args.device)}
-        with self.compute_loss_context_manager():
-            result = self.compute_loss(model, dict(inputs), return_outputs=True, **count)
-        if not (isinstance(result, tuple) and len(result) == 2):
-            raise ValueError(f"{type(self).__name__}.compute_loss(..., return_outputs=True) must return (loss, outputs): "
-                             "the sub-branch learns the main branch's prediction from those outputs.")
-        loss, outputs = result
-        return loss, self.family.prediction(outputs).detach()
+        unwrapped = self.accelerator.unwrap_model(model)
+        with model_calls(unwrapped) as captured, self.compute_loss_context_manager():
+            loss = self.compute_loss(model, dict(inputs), **count)
+        if isinstance(loss, tuple):  # an override that returns (loss, outputs) whatever it is asked
+            loss = loss[0]
+        return loss, main_prediction(captured, self.family, unwrapped, inputs, type(self).__name__)
 
     def train(self, *args, **kwargs):
         self._branch_sums = {}  # a logging window left open by an earlier train() call is not this run's
         return super().train(*args, **kwargs)
 
+    def _deepspeed_engine(self):
+        """The DeepSpeed engine when one trains the model, else None."""
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return None
+        wrapped = getattr(self.accelerator, "deepspeed_engine_wrapped", None)
+        return wrapped.engine if wrapped is not None else self.model_wrapped
+
     def one_combined_backward(self) -> bool:
-        """DeepSpeed's backward may step the optimizer, and ZeRO rejects a second one: one combined
-        backward there (1.4-1.5x activation memory); two everywhere else."""
-        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        """Whether the two halves must share one backward (both branches' activations at once: 1.4x memory for
+        mask, 2x for drop). Only a DeepSpeed engine that cannot keep its accumulation boundary shut between two
+        backwards needs it (accelerate's backward steps the optimizer at every synchronised backward); said once."""
+        engine = self._deepspeed_engine()
+        if engine is None or hasattr(engine, "set_gradient_accumulation_boundary"):
+            return False
+        if not getattr(self, "_combined_backward_said", False):
+            self._combined_backward_said = True
+            logger.warning("masksub: one combined backward per step (both branches' activations held at once) under "
+                           f"{type(engine).__name__}: it has no set_gradient_accumulation_boundary to keep the "
+                           "optimizer from stepping after the main branch's backward.")
+        return True
+
+    @contextmanager
+    def _branch_no_sync(self, model):
+        """Gradient reduction off for the main half (the sub half's backward reduces the sum once), and afterwards
+        back to what it was, not simply on: inside Trainer's own no_sync (a non-final accumulation micro-batch) the
+        sub half must not reduce either. accelerate 1.15's FSDP2 no_sync turns sync on at exit, so FSDP2 modules
+        are saved and restored here."""
+        from torch.distributed.fsdp import FSDPModule
+
+        if not isinstance(model, FSDPModule):
+            with self.accelerator.no_sync(model):
+                yield
+            return
+        groups = [group for module in model.modules() if isinstance(module, FSDPModule)
+                  for group in module._get_fsdp_state()._fsdp_param_groups]
+        saved = [(group.reduce_grads, group.all_reduce_grads) for group in groups]
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            for group, (reduce_grads, all_reduce_grads) in zip(groups, saved):
+                group.reduce_grads, group.all_reduce_grads = reduce_grads, all_reduce_grads
+
+    def _deepspeed_backward(self, model, engine, loss, boundary):
+        """accelerate's DeepSpeed backward (DeepSpeedEngineWrapper.backward) with the boundary ours to set: the
+        main half's backward with it shut (the engine accumulates and does not step), the sub half's as Trainer
+        set it, so the engine steps once per optimizer step. The loss is already divided by the accumulation
+        steps (scale_wrt_gas=False, as Trainer). The non-finite guard decides before the engine steps."""
+        managed = getattr(engine, "managed_gradient_accumulation", lambda: True)()  # else step() is the boundary
+        if managed and hasattr(engine, "set_gradient_accumulation_boundary"):  # else only combined (boundary=sync)
+            engine.set_gradient_accumulation_boundary(boundary)
+        engine.backward(loss, scale_wrt_gas=False)
+        if boundary:
+            self.nonfinite_before_engine_step(model)
+            engine.step()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.family is None:
@@ -181,12 +264,17 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
                 return super().training_step(model, dict(masked), num_items_in_batch)
         accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
         scale = 2 * accumulation  # each branch is half of the loss
+        engine = self._deepspeed_engine()
         combined = self.one_combined_backward()
-        # Main branch first, its graph freed before the sub-branch runs. Under DDP its gradients
-        # wait (no_sync): the sub-branch backward all-reduces the sum once.
-        with nullcontext() if combined else self.accelerator.no_sync(model):
+        sync = self.accelerator.sync_gradients  # Trainer's: the last micro-batch of an optimizer step
+        # Main branch first, its graph freed before the sub-branch runs. Under DDP/FSDP its gradients
+        # wait (no_sync), under DeepSpeed the engine's accumulation boundary stays shut: the sub-branch
+        # backward reduces the sum once and (DeepSpeed) steps.
+        with nullcontext() if combined or engine is not None else self._branch_no_sync(model):
             main_loss, target = self.main_branch(model, inputs)
-            if not combined:
+            if engine is not None and not combined:
+                self._deepspeed_backward(model, engine, main_loss / scale, boundary=False)
+            elif not combined:
                 self.accelerator.backward(main_loss / scale)
         # The perturbation (and the BatchNorm statistics it must not move) stays in force through the
         # sub-branch backward: gradient checkpointing recomputes the perturbed layers there.
@@ -199,12 +287,12 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
                 sub_outputs = model(**sub)
                 audit.verify(seen, self.masksub_type, self.masksub_ratio, unwrapped, self.family)
                 sub_loss = self.relaxed_loss(model, sub_outputs, sub, inputs, target)
-            if combined:
-                deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
-                self.accelerator.backward((main_loss + sub_loss) / scale, **({"scale_wrt_gas": False} if deepspeed else {}))
+            self._record(main_loss, sub_loss)  # before a DeepSpeed engine steps: the non-finite guard reads it
+            sub_half = (main_loss + sub_loss) / scale if combined else sub_loss / scale
+            if engine is not None:
+                self._deepspeed_backward(model, engine, sub_half, boundary=sync)
             else:
-                self.accelerator.backward(sub_loss / scale)
-        self._record(main_loss, sub_loss)
+                self.accelerator.backward(sub_half)
         return (main_loss.detach() + sub_loss.detach()) / scale
 
     # ---- checkpoints --------------------------------------------------------------------------
@@ -253,3 +341,7 @@ class MaskSubTrainer(ResumeFromCompleteCheckpoint, NonFiniteGuard, Trainer):
                 logs[key] = round(value, 4)
             self._branch_sums = {}
         super().log(logs, *args, **kwargs)
+
+
+class MaskSubTrainer(MaskSubMixin, Trainer):
+    """Drop-in replacement for transformers.Trainer (MaskSubMixin on Trainer itself)."""

@@ -51,6 +51,20 @@ def test_mask_pairs_positions_that_predict_the_same_next_token():
         assert not made.next_token  # ... a token classifier labels each position itself
 
 
+@pytest.mark.parametrize("masksub_type", ["drop", "path"])
+def test_drop_and_path_pair_the_positions_whose_next_token_has_a_label(masksub_type):
+    model = gpt2()
+    family = find_family(model)
+    ids = torch.arange(10, 16)[None]  # 6 tokens
+    labels = ids.clone()
+    labels[0, :3] = -100  # tokens 3, 4, 5 are trained: predicted at positions 2, 3, 4
+    with getattr(family, masksub_type)(model, {"input_ids": ids}, 0.5) as made:
+        assert made.next_token
+    main = torch.arange(6.0)[None, :, None].expand(1, 6, 3)
+    s, m = family.pair(main + 100, main, made, {"input_ids": ids, "labels": labels})
+    assert m[:, 0].tolist() == [2.0, 3.0, 4.0] and s[:, 0].tolist() == [102.0, 103.0, 104.0]
+
+
 @pytest.mark.parametrize("build", [gpt2, llama])
 @pytest.mark.parametrize("masksub_type", ["mask", "drop", "path"])
 def test_a_causal_lm_with_labels_trains_with_every_type(tmp_path, build, masksub_type):

@@ -1,4 +1,4 @@
-"""Encoder-decoders under Seq2SeqTrainer (MaskSubTrainer composed with it): the sub-branch's decoder sees the
+"""Encoder-decoders under Seq2SeqTrainer (MaskSubMixin composed with it): the sub-branch's decoder sees the
 decoder input the main branch had (built from the labels), predictions pair position by position where labels
 exist, with Trainer's default collator and with DataCollatorForSeq2Seq; what cannot run is refused at
 construction. Tiny random T5, BART and a ViT-to-GPT-2 VisionEncoderDecoder."""
@@ -10,7 +10,7 @@ from transformers import (AutoTokenizer, BartConfig, BartForConditionalGeneratio
                           Seq2SeqTrainer, Seq2SeqTrainingArguments, T5Config, T5ForConditionalGeneration, ViTConfig,
                           VisionEncoderDecoderConfig, VisionEncoderDecoderModel, default_data_collator)
 
-from masksub_hf import MaskSubConfig, MaskSubTrainer
+from masksub_hf import MaskSubConfig, MaskSubMixin
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Seq2SeqMaskSubConfig(MaskSubConfig, Seq2SeqTrainingArguments):
     """The argument combination for a composed trainer: MaskSub's fields and Seq2SeqTrainer's."""
 
 
-class Seq2SeqMaskSubTrainer(MaskSubTrainer, Seq2SeqTrainer):
+class Seq2SeqMaskSubTrainer(MaskSubMixin, Seq2SeqTrainer):
     pass
 
 

@@ -32,15 +32,45 @@ def test_a_compute_loss_override_is_the_main_branch_in_training(tok, movie_revie
     assert logged == pytest.approx(Weighted.calls, abs=1e-4)
 
 
-def test_an_override_that_drops_the_outputs_is_refused_with_the_fix(tok, movie_reviews, tmp_path):
+def _forwards(model):
+    calls = []
+    model.register_forward_hook(lambda m, a, out: calls.append(out))
+    return calls
+
+
+def test_the_main_prediction_comes_from_the_loss_forward_even_when_the_override_returns_only_the_loss(
+        tok, movie_reviews, tmp_path):
     class LossOnly(MaskSubTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return super().compute_loss(model, inputs)
+            return super().compute_loss(model, inputs)  # drops the outputs whatever it is asked
 
-    trainer = LossOnly(model=tiny_bert(vocab_size=len(tok)), args=args(tmp_path))
+    model = tiny_bert(vocab_size=len(tok))
+    trainer = LossOnly(model=model, args=args(tmp_path))
     trainer.current_gradient_accumulation_steps = 1
-    with pytest.raises(ValueError, match=r"return \(loss, outputs\)"):
-        trainer.training_step(trainer.model, text_batch(tok, movie_reviews))
+    calls = _forwards(model)
+    seen = []
+    original = trainer.relaxed_loss
+    trainer.relaxed_loss = lambda m, out, sub, inputs, target: seen.append(target) or original(m, out, sub, inputs, target)
+    trainer.training_step(trainer.model, text_batch(tok, movie_reviews))
+    assert len(calls) == 2  # the main forward and the sub-branch's: no third one for the outputs
+    assert torch.equal(seen[0], calls[0].logits.detach())
+
+
+def test_an_override_that_never_calls_the_model_or_calls_it_twice_is_refused_with_the_fix(tok, movie_reviews,
+                                                                                          tmp_path):
+    class NoCall(MaskSubTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return model.forward(**inputs).loss  # bypasses model(...): nothing to listen to
+
+    class Twice(MaskSubTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return model(**inputs).loss + model(**inputs).loss
+
+    for cls, message in ((NoCall, "did not call the model"), (Twice, "2 times with gradients")):
+        trainer = cls(model=tiny_bert(vocab_size=len(tok)), args=args(tmp_path))
+        trainer.current_gradient_accumulation_steps = 1
+        with pytest.raises(ValueError, match=message):
+            trainer.training_step(trainer.model, text_batch(tok, movie_reviews))
 
 
 def _gradients(trainer, model, batch, checkpointing, reentrant):

@@ -91,8 +91,10 @@ class _TokenDroppingFamily(Family):
         with original_positions_kept(model, index, positions) as overrides:
             sub = shorter_batch(inputs, index, kept, pad if pad is not None else 0, overrides)
             note(INPUT_MASKED)
-            lm_head = self.causal and model.get_output_embeddings() is not None  # not a token classifier
-            yield SubBatch(sub, index, kept, next_token=lm_head)
+            yield SubBatch(sub, index, kept, next_token=self.predicts_next_token(model))
+
+    def predicts_next_token(self, model) -> bool:
+        return self.causal and model.get_output_embeddings() is not None  # an LM head, not a token classifier
 
     def refusal(self, model, masksub_type):
         landmarks = getattr(model.config, "segment_means_seq_len", None)
@@ -159,23 +161,35 @@ class DecoderTextFamily(_TokenDroppingFamily):
             return last_real(valid & rows.ne(pad))
         return last_real(valid)
 
+    @contextmanager
+    def drop(self, model, inputs, ratio):
+        with super().drop(model, inputs, ratio) as sub:
+            yield SubBatch(sub, next_token=self.predicts_next_token(model))
+
+    @contextmanager
+    def path(self, model, inputs, ratio):
+        with super().path(model, inputs, ratio) as sub:
+            yield SubBatch(sub, next_token=self.predicts_next_token(model))
+
     def pair(self, sub_pred, main_pred, sub, inputs):
-        """A causal LM's position j predicts token j + 1, and the sub-branch's k-th position predicts its next KEPT
-        token: the two predict the same token only where that next kept token is the next original one. Those
-        positions are paired, where the predicted token has a label (not -100) or, without labels, is real."""
+        """A causal LM's position j predicts token j + 1: positions pair where the token they predict has a label
+        (not -100) or, without labels, is real. Under `mask` the sub-branch's k-th position predicts its next KEPT
+        token: the two predict the same token only where that next kept token is the next original one."""
         ids = inputs.get("input_ids")
-        if (not sub.next_token or main_pred.dim() < 3 or sub.index is None or ids is None
-                or main_pred.shape[1] != ids.shape[-1]):
+        if not sub.next_token or main_pred.dim() < 3 or ids is None or main_pred.shape[1] != ids.shape[-1]:
             return super().pair(sub_pred, main_pred, sub, inputs)
-        index, kept = sub.index, sub.kept
-        following = torch.cat([index[:, 1:], index[:, -1:]], 1)
-        adjacent = kept & torch.cat([kept[:, 1:], torch.zeros_like(kept[:, :1])], 1) & following.eq(index + 1)
         labels = inputs.get("labels")
         if labels is not None and labels.shape == ids.shape:
             targets = labels.ne(-100)
         else:
             mask = inputs.get("attention_mask")
             targets = mask.bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
+        if sub.index is None:  # same positions on both branches (drop, path)
+            valid = torch.cat([targets[:, 1:], torch.zeros_like(targets[:, :1])], 1)
+            return sub_pred[valid], main_pred[valid]
+        index, kept = sub.index, sub.kept
+        following = torch.cat([index[:, 1:], index[:, -1:]], 1)
+        adjacent = kept & torch.cat([kept[:, 1:], torch.zeros_like(kept[:, :1])], 1) & following.eq(index + 1)
         valid = adjacent & targets.gather(1, following)
         main = main_pred.gather(1, index[..., None].expand(-1, -1, main_pred.shape[-1]))
         return sub_pred[valid], main[valid]
