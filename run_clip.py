@@ -14,24 +14,21 @@ the same budget, and both results are printed side by side:
     python run_clip.py --model ViT-B-32 --pretrained laion2b_s34b_b79k --train_data train.csv \
         --val_data val.csv --csv_img_key filepath --csv_caption_key title --output_dir out/clip
 """
-import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
-import torch
-import transformers
 from transformers import set_seed
 
 from masksub_hf import MaskSubConfig
-from masksub_hf.models.open_clip import MODES, ClampLogitScale, OpenCLIPForMaskSub
-from masksub_hf.sub_types import RUN_NAMES, listed
+from masksub_hf.models.open_clip_training import MODES, ClampLogitScale, OpenCLIPForMaskSub
 from tasks import clip as data
-from tasks import hf_clip
-from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
+from tasks import clip_transformers, compare
+from tasks.cli import (ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, setup_logging,
+                       warn)
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +228,7 @@ def train_one(model_args, data_args, training_args, pairs, resume: Optional[str]
     set_seed(training_args.seed)
     train_pairs, val_pairs = pairs
     if model_args.model_name_or_path:  # a transformers image-text model: its own loss, saved with save_pretrained
-        return hf_clip.train_one(model_args, training_args, train_pairs, val_pairs, resume)
+        return clip_transformers.train_one(model_args, training_args, train_pairs, val_pairs, resume)
     model, tokenizer, preprocess, description = build(model_args, train_pairs)
     with_labels = model_args.mode == "classify"
     train_set = data.ClipDataset(train_pairs, preprocess, tokenizer, with_labels)
@@ -245,18 +242,6 @@ def train_one(model_args, data_args, training_args, pairs, resume: Optional[str]
     return metrics
 
 
-def comparison_table(results: Dict[str, Dict], description: str, source: str) -> str:
-    keys = [k for k in next(iter(results.values())) if k.startswith("eval_") and k != "eval_samples"]
-    keys.append("train_runtime")
-    lines = [f"model: {description}", f"data: {source}", "",
-             "| run | " + " | ".join(k.replace("eval_", "") for k in keys) + " |",
-             "|---" * (len(keys) + 1) + "|"]
-    for name, metrics in results.items():
-        cells = [f"{100 * metrics[k]:.1f}" if k != "train_runtime" else f"{metrics[k]:.0f} s" for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv: Optional[List[str]] = None) -> Dict:
     model_args, data_args, run_args, training_args = parse_args(argv)
     check_training_args(training_args)
@@ -266,20 +251,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         raise ValueError(f"--val_fraction must be between 0 and 1; got {data_args.val_fraction}.")
     if not 0 <= data_args.max_bad_images < 1:
         raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    setup_logging(training_args)
     check_model(model_args)
-    if run_args.compare_baseline:
-        if training_args.masksub_type == "none":
-            raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
-        runs = [(name, replace(training_args, output_dir=os.path.join(training_args.output_dir, name),
-                               masksub_type=kind))
-                for name, kind in (("baseline", "none"), (RUN_NAMES[training_args.masksub_type], training_args.masksub_type))]
-    else:
-        runs = [(None, training_args)]
+    compared = compare.runs(training_args, run_args.compare_baseline)
     resumes = [check_output_dir(args.output_dir, run_args.overwrite_output_dir, args.resume_from_checkpoint)
-               for _, args in runs]
+               for _, args in compared]
     pairs = load_pairs(data_args, training_args.seed)
     check_pairs(pairs, model_args, training_args)
     logger.info("data: %s (%d train / %d eval pairs)", pairs[0].source, len(pairs[0]), len(pairs[1]))
@@ -291,24 +267,21 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                     data_args.csv_caption_key if csv else data_args.caption_column,
                     f", label {label!r}: " + ", ".join(f"{c!r}->{i}" for i, c in enumerate(classes)) if label else "")
     results = {}
-    for (name, args), resume in zip(runs, resumes):
-        if name:
-            logger.info("=== %s run (masksub_type=%s) -> %s", name, args.masksub_type, args.output_dir)
+    for (name, args), resume in zip(compared, resumes):
+        compare.announce(name, args)
         results[name] = train_one(model_args, data_args, args, pairs, resume)
     if not run_args.compare_baseline:
         return results[None]
-    if training_args.process_index == 0:
-        description = model_args.model_name_or_path or data.OFFLINE_MODELS.get(model_args.model, model_args.model)
-        with open(os.path.join(training_args.output_dir, "comparison.json"), "w") as f:
-            json.dump({"model": description, "data": pairs[0].source, "runs": results}, f, indent=2)
-        print(comparison_table(results, description, pairs[0].source))
+    description = model_args.model_name_or_path or data.OFFLINE_MODELS.get(model_args.model, model_args.model)
+    compare.report(compared, results, f"{description} on {pairs[0].source}",
+                   extra={"model": description, "data": pairs[0].source})
     return results
 
 
 def check_model(model_args: ModelArguments):
     """An unknown model name is refused before any data is read."""
     if model_args.model_name_or_path:
-        return hf_clip.check_model(model_args.model_name_or_path, model_args.mode)
+        return clip_transformers.check_model(model_args.model_name_or_path, model_args.mode)
     import open_clip
 
     name = model_args.model

@@ -21,7 +21,6 @@ from typing import Dict, List, Optional
 
 import datasets
 import numpy as np
-import transformers
 from datasets import load_dataset
 from transformers import (
     AutoConfig,
@@ -33,10 +32,9 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
-from masksub_hf.sub_types import RUN_NAMES, listed
 from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args,
-                       resume_checkpoint, run_cli, warn)
-from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
+                       resume_checkpoint, run_cli, setup_logging, warn)
+from tasks import compare
 from tasks.files import SEPARATORS, read_text, rows_against_lines, table_layout
 from tasks.glue import (
     TASKS,
@@ -505,15 +503,6 @@ def load_model(model_args, task_name, is_regression, label_list):
 
 
 # ---- one run ----------------------------------------------------------------------------------
-def setup_logging(training_args):
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    logger.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
-    level = training_args.get_process_log_level()  # 'passive' keeps the libraries at warning
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
-
-
 def last_checkpoint(training_args, run_args) -> Optional[str]:
     """HF convention: resume from output_dir's last complete checkpoint; refuse other non-empty directories."""
     try:
@@ -632,49 +621,6 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     return results
 
 
-# ---- baseline vs MaskSub ----------------------------------------------------------------------
-def compare(argv, training_args) -> Dict[str, Dict[str, float]]:
-    """The same command twice, baseline then the chosen sub-branch, each in its own subdirectory."""
-    chosen = training_args.masksub_type
-    if chosen == "none":
-        raise GlueInputError("--compare_baseline trains a baseline beside a MaskSub run; choose --masksub_type "
-                             f"{listed()} (or pass --compare_baseline False).")
-    root = training_args.output_dir
-    results = {}
-    for masksub_type in ("none", chosen):
-        name = RUN_NAMES[masksub_type]
-        args = parse_args(argv, output_dir=os.path.join(root, name), masksub_type=masksub_type, compare_baseline=False)
-        print(f"\n=== {name}: --masksub_type {masksub_type} -> {args[2].output_dir}", flush=True)
-        results[name] = run(*args)
-        results[name].update(eval_loss_curve(args[2].output_dir))
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "comparison.json"), "w") as f:
-        json.dump(results, f, indent=2)
-    print("\n" + comparison_table(results, args[1].task_name))
-    first = next((k for k in results["baseline"] if k.startswith("eval_") and not k.endswith(
-        ("_loss", "_runtime", "_per_second", "_samples"))), "eval_loss")
-    print(f"plot: {comparison_plot(root, [os.path.join(root, n) for n in results], list(results), first)}")
-    return results
-
-
-def comparison_table(results: Dict[str, Dict[str, float]], task_name) -> str:
-    """A small markdown table: each run's eval_/test_ metrics and its training time."""
-    first = next(iter(results.values()))
-    skip = ("_loss", "_runtime", "_per_second", "_samples")
-    keys = [k for k in first if k.startswith(("eval_", "test_")) and not k.endswith(skip) and "_mm" not in k]
-    keys.append("train_runtime")
-    settings = ", ".join(f"{name}: {m['masksub_setting']}" for name, m in results.items() if "masksub_setting" in m)
-    lines = [f"{task_name}: baseline vs sub-branch, same budget and seed ({settings})",
-             "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for name, metrics in results.items():
-        cells = [f"{metrics[k]:.4f}" if k in metrics and k != "train_runtime" else
-                 (f"{metrics[k]:.1f} s" if k in metrics else "-") for k in keys]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if curve_summary(results):
-        lines.append(curve_summary(results))
-    return "\n".join(lines)
-
-
 def main(argv: Optional[List[str]] = None):
     """Parse, then one run, or baseline + MaskSub side by side. Returns the metrics."""
     model_args, data_args, training_args, run_args = parse_args(argv)
@@ -682,13 +628,19 @@ def main(argv: Optional[List[str]] = None):
         check_training_args(training_args)
         for flag in ("max_train_samples", "max_eval_samples", "max_predict_samples"):
             check_positive(getattr(data_args, flag), flag)
+        compared = compare.runs(training_args, run_args.compare_baseline)
     except ValueError as err:
         raise GlueInputError(str(err)) from None
     if data_args.task_name:
         get_task(data_args.task_name)
-    if run_args.compare_baseline:
-        return compare(list(sys.argv[1:] if argv is None else argv), training_args)
-    return run(model_args, data_args, training_args, run_args)
+    results = {}
+    for name, args in compared:
+        compare.announce(name, args)
+        results[name] = run(model_args, data_args, args, run_args)
+    if not run_args.compare_baseline:
+        return results[None]
+    compare.report(compared, results, data_args.task_name or "your data")
+    return results
 
 
 def cli(argv: Optional[List[str]] = None):

@@ -16,11 +16,10 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import transformers
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -30,10 +29,11 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig
-from masksub_hf.sub_types import RUN_NAMES, listed
+from tasks import compare
 from tasks import image as data
-from tasks.cli import ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, warn
-from tasks.curves import comparison_plot, curve_summary, eval_loss_curve
+from tasks.cli import (ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, setup_logging,
+                       warn)
+
 
 logger = logging.getLogger(__name__)
 
@@ -279,11 +279,8 @@ def main(argv=None):
         raise ValueError(f"--train_val_split must be between 0 and 1; got {data_args.train_val_split}.")
     if not 0 <= data_args.max_bad_images < 1:
         raise ValueError(f"--max_bad_images is a share in [0, 1); got {data_args.max_bad_images}.")
-    if run_args.compare_baseline and training_args.masksub_type == "none":
-        raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
-    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    compared = compare.runs(training_args, run_args.compare_baseline)
+    setup_logging(training_args)
     if run_args.torch_threads:
         torch.set_num_threads(run_args.torch_threads)
     if not torch.cuda.is_available():
@@ -309,49 +306,18 @@ def main(argv=None):
             training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
         training_args.average_tokens_across_devices = False  # our loss is a per-batch mean
 
-    compare = run_args.compare_baseline
-    if compare:
-        if training_args.masksub_type == "none":
-            raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()}.")
-        name = "plain" if training_args.masksub_plain else RUN_NAMES[training_args.masksub_type]
-        runs = [(RUN_NAMES["none"], replace(training_args, output_dir=os.path.join(training_args.output_dir, "baseline"),
-                                     masksub_type="none", masksub_plain=False)),
-                (name, replace(training_args, output_dir=os.path.join(training_args.output_dir, name)))]
-    else:
-        runs = [(None, training_args)]
-    resumes = [resume_point(args.output_dir, args, run_args.overwrite_output_dir) for _, args in runs]
+    resumes = [resume_point(args.output_dir, args, run_args.overwrite_output_dir) for _, args in compared]
 
     results = {}
-    for (name, args), resume in zip(runs, resumes):
-        if name:
-            logger.info("=== %s run (masksub_type=%s%s) -> %s", name, args.masksub_type,
-                        ", plain" if args.masksub_plain else "", args.output_dir)
+    for (name, args), resume in zip(compared, resumes):
+        compare.announce(name, args)
         results[name] = train_one(model_args, data_args, args, splits, resume)
-    if not compare:
+    if not run_args.compare_baseline:
         return results[None]
-
-    dirs = [args.output_dir for _, args in runs]
-    for (name, _), run_dir in zip(runs, dirs):
-        results[name].update(eval_loss_curve(run_dir))
-    plot_path = comparison_plot(training_args.output_dir, dirs, [n for n, _ in runs])
-    with open(os.path.join(training_args.output_dir, "comparison.json"), "w") as f:
-        json.dump(results, f, indent=2)
     data_name = "Fashion-MNIST" if offline else (data_args.dataset_name or data_args.train_dir)
     model_name = model_args.model_name_or_path or f"{model_args.model_type} trained from scratch"
-    print(comparison_table(results, f"{data_name}, {model_name}, same budget for both runs"))
-    print(f"plot: {plot_path}")
+    compare.report(compared, results, f"{data_name}, {model_name}")
     return results
-
-
-def comparison_table(results, caption):
-    lines = [caption,
-             f"{'run':<10} {'masksub':<8} {'eval_accuracy':>13} {'eval_loss':>9} {'train_runtime_s':>15}"]
-    for name, m in results.items():
-        lines.append(f"{name:<10} {m['masksub_type']:<8} {m.get('eval_accuracy', float('nan')):>13.4f} "
-                     f"{m.get('eval_loss', float('nan')):>9.4f} {m.get('train_runtime', float('nan')):>15.1f}")
-    if curve_summary(results):
-        lines.append(curve_summary(results))
-    return "\n".join(lines)
 
 
 def cli(argv=None):

@@ -39,7 +39,7 @@ class MaskSubConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "Sub-branch perturbation: 'auto' (default) takes the setting bench/quality.py measured best for "
-            "the model's kind and head (logged in one line; python -m masksub_hf.inspect MODEL shows it), 'mask' "
+            "the model's kind and head (logged in one line; python -m masksub_hf.plan MODEL shows it), 'mask' "
             "drops a share of the input tokens (MaskSub), 'drop' raises every dropout (DropSub), 'path' adds "
             "drop-path to every residual block (PathSub), 'none' trains as plain Trainer does.",
             "choices": list(MASKSUB_TYPES),

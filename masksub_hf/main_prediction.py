@@ -7,7 +7,7 @@ carries a prediction is the one the loss came from. A fused causal-LM head retur
 of each label; its logits are then the LM head applied to the hidden states the same forward produced,
 checked against those log-probabilities every step.
 """
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import List, Tuple
 
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import base_model_of
+from .perturb.hooks import hooked
 
 
 class Captured:
@@ -33,15 +34,11 @@ def model_calls(model: nn.Module):
     captured = Captured()
     base = base_model_of(model)
     backbone = getattr(base, "base_model", None) if hasattr(base, "get_output_embeddings") else None
-    handles = [model.register_forward_hook(
-        lambda m, a, out: captured.events.append(("model", out, torch.is_grad_enabled())))]
-    if isinstance(backbone, nn.Module) and backbone is not base:
-        handles.append(backbone.register_forward_hook(lambda m, a, out: captured.events.append(("backbone", out, False))))
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(hooked(model, lambda m, a, out: captured.events.append(("model", out, torch.is_grad_enabled()))))
+        if isinstance(backbone, nn.Module) and backbone is not base:
+            stack.enter_context(hooked(backbone, lambda m, a, out: captured.events.append(("backbone", out, False))))
         yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _fused(outputs) -> bool:

@@ -5,7 +5,7 @@ multi-label, regression, contrastive), read as the relaxed loss would be. Each r
 the first choice the model can take (a model with no family for `mask` falls to the next). The evidence
 is bench/quality.py's paired comparison with the baseline (5 seeds, 95% CI), written out in
 docs/RESULTS.md; `established` says whether its interval excludes zero. This table is the one source:
-the README's table, `inspect` and the trainer's log line are printed from it.
+the README's table, `python -m masksub_hf.plan` and the trainer's log line are printed from it.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -91,7 +91,7 @@ def choose(family, model: nn.Module, loss: str = "auto") -> Tuple[Tuple[str, str
 
 
 def explain(where: Tuple[str, str], choice: Choice, passed: List[str] = (), ratio: Optional[float] = None) -> str:
-    """The one line auto logs and `inspect` prints."""
+    """The one line auto logs and `python -m masksub_hf.plan` prints."""
     if choice.masksub_type == "none":
         picked = "none (plain Trainer: no sub-branch setting was ahead of the baseline here)"
     else:

@@ -18,9 +18,11 @@ import logging
 import math
 import os
 import sys
+import sysconfig
 import tempfile
+import traceback
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from transformers import HfArgumentParser
 
@@ -29,6 +31,8 @@ from masksub_hf.checkpoints import checkpoints, incomplete_reason, last_complete
 logger = logging.getLogger(__name__)
 
 USER_ERRORS = (ValueError, OSError)  # OSError: missing files, unwritable paths, models that cannot be loaded
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OWN_CODE = tuple(os.path.join(ROOT, name) for name in ("masksub_hf" + os.sep, "tasks" + os.sep, "run_"))
 DEBUG_OPTIONS = ("underflow_overflow", "tpu_metrics_debug")  # TrainingArguments' own --debug values
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
@@ -66,12 +70,12 @@ def _split_debug(argv: List[str]):
 
 
 def run_cli(main, prog: str, argv: Optional[List[str]] = None):
-    """Call main(argv) and end bad input with one line on stderr: status 2 for user errors (ValueError,
-    OSError: flags, files, columns, labels, models, settings; a perturbation the model did not take; a full
-    disk, whatever library raised it), 3 for a run stopped on a non-finite loss or gradient norm, 130 on
-    Ctrl-C. With --debug or MASKSUB_HF_TRACEBACK=1 the traceback is shown instead."""
+    """Call main(argv) and end bad input with one line on stderr: status 2 for user errors (flags, files,
+    columns, labels, models, settings, a perturbation the model did not take, a library refusing the data before
+    training: user_caused; a full disk, whatever library raised it), 3 for a run stopped on a non-finite loss or
+    gradient norm, 130 on Ctrl-C; a defect keeps its traceback, said to be one. With --debug or
+    MASKSUB_HF_TRACEBACK=1 every traceback is shown."""
     from masksub_hf.nonfinite import NonFiniteTrainingError
-    from masksub_hf.perturb.audit import PerturbationNotApplied
 
     argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
     debug = debug or bool(os.environ.get("MASKSUB_HF_TRACEBACK"))
@@ -95,20 +99,64 @@ def run_cli(main, prog: str, argv: Optional[List[str]] = None):
             raise
         print(f"{prog}: interrupted; rerun the same command to resume from the last checkpoint.", file=sys.stderr)
         sys.exit(130)
-    except USER_ERRORS + (PerturbationNotApplied,) as err:
+    except Exception as err:  # noqa: BLE001  whose error it is depends on where it comes from (user_caused)
         if debug:
             raise
-        if disk_full(err):
+        if disk_full(err):  # a full disk surfaces as whatever the writing library raises
             _disk_full_exit(prog, err)
-        hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
-        print(f"{prog}: error: {one_line(err)}{hint}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
-    except Exception as err:  # noqa: BLE001  a full disk surfaces as whatever the writing library raises
-        if debug or not disk_full(err):
+        library = user_caused(err)
+        if library is None:
+            print(f"{prog}: internal error: {type(err).__name__} raised where the input had passed every check: a "
+                  "defect, not your input; the traceback follows (please report it).", file=sys.stderr)
             raise
-        _disk_full_exit(prog, err)
+        text = one_line(err)
+        if library:  # another library's own error type: named, with the library
+            text = f"{text if text.startswith(type(err).__name__) else type(err).__name__ + ': ' + text} (raised by " \
+                   f"{library} reading what it was given)"
+        hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
+        print(f"{prog}: error: {text}{hint}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     finally:
         warnings.formatwarning = show
+
+
+def _raised_by(err: BaseException) -> Tuple[str, str]:
+    """(file, library) of the frame that raised err, the innermost of its traceback; the library is the installed
+    package or standard-library module that file belongs to ("" for neither: this project, a user's own code)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return "", ""
+    filename = os.path.normpath(frames[-1].filename)
+    parts = filename.split(os.sep)
+    installed = [i for i, part in enumerate(parts[:-1]) if part.endswith("-packages")]
+    if installed:
+        return filename, os.path.splitext(parts[installed[-1] + 1])[0]
+    if filename.startswith(sysconfig.get_paths()["stdlib"] + os.sep):
+        return filename, os.path.splitext(parts[-1])[0]
+    return filename, ""
+
+
+def _while_training(err: BaseException) -> bool:
+    trainer_file = os.path.join("transformers", "trainer.py")
+    return any(f.name == "_inner_training_loop" and f.filename.endswith(trainer_file)
+               for f in traceback.extract_tb(err.__traceback__))
+
+
+def user_caused(err: BaseException) -> Optional[str]:
+    """Whether err is about the user's input: "" or the library that refused it; None for a defect (a traceback).
+    Decided by where it comes from, not by its type alone. ValueError and OSError (this project's checks; files,
+    paths and the disk anywhere) and a perturbation that did not happen are the input's. Any other error raised
+    inside a library before training starts was raised reading what the user gave it (the data, tokenizer, model,
+    arguments), so it is named with that library. Any other error raised in this project's code, or inside a
+    library once Trainer is training, is a defect: the input had passed every check."""
+    from masksub_hf.perturb.audit import PerturbationNotApplied
+
+    if isinstance(err, USER_ERRORS + (PerturbationNotApplied,)):
+        return ""
+    filename, library = _raised_by(err)
+    if not library or library in ("masksub_hf", "tasks") or filename.startswith(OWN_CODE) or _while_training(err):
+        return None
+    return library
 
 
 def disk_full(err: BaseException) -> bool:
@@ -182,6 +230,20 @@ def check_output_dir_writable(path: str, flag: str = "--output_dir") -> None:
             pass
     except OSError as err:
         raise ValueError(f"{flag} {path} is not writable ({err.strerror or err}); choose another {flag}.") from None
+
+
+def setup_logging(training_args) -> None:
+    """The HF examples' logging: this project's INFO lines on stdout from the main process, datasets and
+    transformers at the process's log level (--log_level; warning unless asked)."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)],
+                        level=logging.INFO if training_args.should_log else logging.WARNING)
+    level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
 
 
 def check_training_args(args) -> None:

@@ -128,11 +128,13 @@ def load_splits(dataset_name=None, dataset_config_name=None, train_dir=None, val
                              f"pass --{role}_column_name.{hint}")
     if "validation" not in raw and "test" in raw:
         raw["validation"] = raw["test"]
+    where = {"train": train_dir or f"{dataset_name} (train)", "validation": validation_dir or f"{dataset_name} (validation)"}
     if "validation" not in raw and "train" in raw:
         parts = raw["train"].train_test_split(test_size=train_val_split, seed=seed)
         raw["train"], raw["validation"] = parts["train"], parts["test"]
+        where["held_out"] = (f"the validation images are the share of {where['train']} held out by --train_val_split "
+                             f"{train_val_split:g}")
     raw = raw.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
-    where = {"train": train_dir or f"{dataset_name} (train)", "validation": validation_dir or f"{dataset_name} (validation)"}
     for split in ("train", "validation"):
         if split in raw:
             raw[split] = readable(raw[split], max_bad, where[split])
@@ -164,6 +166,10 @@ def check_classes(raw, names, where) -> None:
         raise ValueError(f"{where['train']} has {len(present)} class ({', '.join(present) or 'none'}); a classifier "
                          "needs at least two (for image folders: one subfolder per class).")
     missing = [n for n, c in zip(names, counts) if not c]
+    if missing and "held_out" in where:  # the user gave no validation images: the split took these classes whole
+        raise ValueError(f"class(es) {', '.join(missing)} have no training image left: {where['held_out']}, and it "
+                         "took every image of them. Give those classes more images, a --validation_dir, or a smaller "
+                         "--train_val_split.")
     if missing:
         raise ValueError(f"class(es) {', '.join(missing)} have validation images but no training images in "
                          f"{where['train']}; add training images or remove those classes from the validation data.")

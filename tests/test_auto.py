@@ -10,7 +10,7 @@ from transformers import HfArgumentParser, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer, recommend
-from masksub_hf.inspect import plan
+from masksub_hf.plan import plan
 from masksub_hf.recommend import CHOICES, UNMEASURED, Choice
 from tests.helpers import tiny_bert, tiny_vit
 
@@ -96,7 +96,7 @@ def test_inspect_prints_autos_choice(tmp_path):
 def test_the_readme_auto_table_is_the_choice_table():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("<!-- auto-choices:start -->")[1].split("<!-- auto-choices:end -->")[0].strip()
-    assert table == recommend.readme_table(), "regenerate it: python -m masksub_hf.inspect --auto-table"
+    assert table == recommend.readme_table(), "regenerate it: python -m masksub_hf.plan --auto-table"
 
 
 def test_every_choice_is_a_valid_setting():

@@ -65,6 +65,27 @@ def test_validation_only_class(folders, tmp_path, capsys):
     refused(run_image.cli, argv(tmp_path, train, folders[1]), capsys, "digit7 have validation images but no training")
 
 
+def test_a_class_the_held_out_share_took_whole_is_not_blamed_on_validation_images(folders, tmp_path, capsys):
+    train = copy_folder(folders[0], tmp_path / "train")
+    for image in sorted((train / "digit7").iterdir())[1:]:  # one image of digit7 left, no --validation_dir
+        image.unlink()
+    seed = next(s for s in range(40) if _held_out_whole(train, tmp_path, s))  # digit7's only image held out
+    given = argv(tmp_path, train, folders[1], "--train_val_split", "0.5")
+    given[given.index("--seed") + 1] = str(seed)
+    given = given[:given.index("--validation_dir")] + given[given.index("--validation_dir") + 2:]
+    refused(run_image.cli, given, capsys, "digit7 have no training image left", "--train_val_split 0.5",
+            "--validation_dir")
+
+
+def _held_out_whole(train, tmp_path, seed):
+    try:
+        data.load_splits(None, None, str(train), None, train_val_split=0.5, seed=seed, cache_dir=str(tmp_path / "c"))
+    except ValueError as err:
+        assert "have validation images" not in str(err)  # the user gave none
+        return "digit7" in str(err)
+    return False
+
+
 def test_classes_are_logged_in_one_line(folders, tmp_path, caplog):
     import logging
 

@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import TrainingArguments
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,3 +99,41 @@ def test_help_starts_with_a_description_then_the_scripts_flags_then_masksubs_the
     assert " ".join(text.split("\noptions:")[0].split()[1:]).find(description) > 0  # right under the usage line
     masksub, trainer = text.index("\nMaskSub: the sub-branch"), text.index("\nTrainer: transformers.TrainingArguments")
     assert text.index("\noptions:") < masksub < text.index("  --masksub_type") < trainer < text.index("  --learning_rate")
+
+
+def _run_cli_on(main, capsys):
+    from tasks.cli import run_cli
+
+    with pytest.raises(BaseException) as done:
+        run_cli(main, "run_glue.py", [])
+    return done.value, capsys.readouterr().err
+
+
+def test_an_error_is_the_inputs_or_a_defect_by_where_it_comes_from(capsys, tmp_path):
+    import yaml
+
+    # a library refusing what it was given before training (not a ValueError): the input's, one line naming it
+    done, err = _run_cli_on(lambda argv: yaml.safe_load("labels: [pos, neg"), capsys)
+    assert isinstance(done, SystemExit) and done.code == 2 and err.count("\n") == 1
+    assert "raised by yaml" in err and "ParserError" in err
+
+    # an error of this project's own code that is not one of its checks: a defect, with its traceback
+    from tasks import cli
+
+    done, err = _run_cli_on(lambda argv: cli._split_debug(None), capsys)
+    assert isinstance(done, TypeError) and "internal error: TypeError" in err and "a defect" in err
+
+
+def test_a_library_error_once_training_runs_is_a_defect(capsys, tmp_path):
+    from transformers import Trainer
+
+    from tests.helpers import tiny_bert
+
+    rows = [{"input_ids": torch.tensor([2, 5, 6, 3]), "labels": 7}] * 4  # the scripts check labels before this
+
+    def main(argv):  # a label past the head's 3 outputs: torch's cross-entropy raises an IndexError in training
+        args = TrainingArguments(str(tmp_path), max_steps=1, report_to=[], use_cpu=True, save_strategy="no")
+        Trainer(model=tiny_bert(num_labels=3), args=args, train_dataset=rows).train()
+
+    done, err = _run_cli_on(main, capsys)
+    assert isinstance(done, IndexError) and "internal error: IndexError" in err

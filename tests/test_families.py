@@ -157,3 +157,25 @@ def test_registered_family_wins():
         assert find_family(nn.Linear(2, 2)) is fam
     finally:
         FAMILIES.remove(fam)
+
+
+def test_builtin_families_are_tried_in_their_declared_priority():
+    """The registry's order is the `priority` each family declares, not the order models/__init__ lists them in."""
+    from masksub_hf.models.hf_vit import ViTFamily
+    from masksub_hf.models.timm import TimmFamily
+
+    builtin = [f.priority for f in FAMILIES]
+    assert builtin == sorted(builtin) and len(set(builtin)) == len(builtin)
+
+    class Between(Family):
+        name, priority = "between", (ViTFamily.priority + TimmFamily.priority) / 2
+
+        def matches(self, model):
+            return False
+
+    fam = register_family(Between(), first=False)
+    try:
+        names = [type(f).__name__ for f in FAMILIES]
+        assert names.index("ViTFamily") < names.index("Between") < names.index("TimmFamily")
+    finally:
+        FAMILIES.remove(fam)

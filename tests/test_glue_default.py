@@ -2,7 +2,7 @@
 import json
 
 import run_glue
-from tasks.curves import eval_loss_curve
+from tasks.compare import eval_loss_curve, table as comparison_table
 
 
 def test_embedded_default_is_the_long_small_data_regime():
@@ -25,7 +25,7 @@ def test_comparison_prints_best_and_final_eval_loss(tmp_path):
                             **curve},
                "masksub": {"masksub_setting": "--masksub_type drop --masksub_ratio 0.1", "eval_accuracy": 0.84, "train_runtime": 14.0, "curve_best_eval_loss": 0.45,
                            "curve_best_epoch": 3.0, "curve_final_eval_loss": 0.48}}
-    table = run_glue.comparison_table(results, "movie-sentiment")
+    table = comparison_table(results, "movie-sentiment")
     assert "(baseline: --masksub_type none, masksub: --masksub_type drop --masksub_ratio 0.1)" in table.splitlines()[0]
     assert "| baseline | 0.8200 | 10.0 s |" in table
     assert "baseline best 0.4400 (epoch 1), final 0.7900; masksub best 0.4500 (epoch 3), final 0.4800" in table

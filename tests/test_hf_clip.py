@@ -355,11 +355,11 @@ def _argv(model_dir, csv, out, *extra):
 
 def test_run_clip_trains_evaluates_and_saves_a_from_pretrained_checkpoint(tiny_clip_dir, digit_csv, tmp_path,  # noqa: F811
                                                                          monkeypatch):
-    from tasks import hf_clip
+    from tasks import clip_transformers
 
     evaluated = []
-    real = hf_clip.evaluate
-    monkeypatch.setattr(hf_clip, "evaluate", lambda model, *a, **k: evaluated.append(model) or real(model, *a, **k))
+    real = clip_transformers.evaluate
+    monkeypatch.setattr(clip_transformers, "evaluate", lambda model, *a, **k: evaluated.append(model) or real(model, *a, **k))
     metrics = run_clip.main(_argv(tiny_clip_dir, digit_csv, tmp_path, "--eval_strategy", "steps", "--eval_steps", "1"))
     saved = json.loads((tmp_path / "all_results.json").read_text())
     for key in ("eval_zeroshot_accuracy", "eval_image_to_text_R@1", "eval_text_to_image_R@10"):
@@ -379,7 +379,7 @@ def test_run_clip_trains_evaluates_and_saves_a_from_pretrained_checkpoint(tiny_c
     text = tok(["a photo of a zero."], return_tensors="pt")
     with torch.no_grad():
         for get, batch in (("get_image_features", image), ("get_text_features", text)):
-            a, b = (hf_clip.features(getattr(m, get)(**batch)) for m in (loaded, trained))
+            a, b = (clip_transformers.features(getattr(m, get)(**batch)) for m in (loaded, trained))
             assert torch.allclose(a, b, atol=1e-6), get
     start = tiny_clip().state_dict()
     assert any(not torch.equal(v, start[k]) for k, v in loaded.state_dict().items())  # it trained

@@ -24,7 +24,7 @@ from masksub_hf.models import find_family
 from masksub_hf.models.base import layer_stack
 from masksub_hf.models.hf_image import residual_layouts
 from masksub_hf.perturb import dropout_sites
-from masksub_hf.perturb.residual import residual_drop_path
+from masksub_hf.perturb.droppath import drop_path
 from tests.helpers import args, tiny_vit
 
 VIT = dict(patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_labels=10)
@@ -251,7 +251,7 @@ def test_no_pixel_model_is_handed_a_path_that_perturbs_nothing(digits):
         counters = []
         with torch.no_grad():
             for modules, branch, rows in residual_layouts(model):
-                with residual_drop_path(modules, 0.5, branch=branch, rows_per_sample=rows) as counter:
+                with drop_path(modules, 0.5, branch=branch, rows_per_sample=rows) as counter:
                     model(pixel_values=images(digits, size))
                 counters.append(counter)
         assert all(c["modules"] > 0 and c["applied"] == c["modules"] for c in counters), (name, counters)
@@ -266,7 +266,7 @@ def test_mobilevit_transformer_layers_drop_per_image_not_per_row():
     x = torch.randn(images_n * rows, 5, layer.layernorm_before.normalized_shape[0])
     with torch.no_grad():
         full = layer(x)
-        with residual_drop_path([layer], 0.5, branch=False, rows_per_sample=rows):
+        with drop_path([layer], 0.5, branch=False, rows_per_sample=rows):
             out = layer(x)
     dropped = (out - x).abs().amax((1, 2)).view(images_n, rows) == 0
     kept = torch.isclose(out, x + (full - x) * 2, atol=1e-5).all(-1).all(-1).view(images_n, rows)

@@ -8,17 +8,20 @@ family is needed only for `mask`. Each perturbation is a context manager that pe
 while inside and yields the sub-branch inputs (a dict; a `SubBatch`, a dict that also says which tokens were
 kept, where per-token predictions must be aligned). Adding a family is one subclass plus `register_family`.
 """
+import inspect
+import math
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 import torch
 from torch import nn
 
-from ..perturb import block_drop_path, drop_path_slots, dropout_rate, dropout_sites, own_drop_path
+from ..perturb import drop_path, drop_path_slots, dropout_rate, dropout_sites, own_drop_path
 from ..perturb.dropout import config_rates
 from ..sub_types import PERTURBATION_TYPES
 
 TYPES = PERTURBATION_TYPES  # the Family method of each name is the perturbation (sub_types.py)
+TOKENS_DROPPED = "tokens dropped"  # mask_kind of a family whose `drops_tokens` (the plan's and the tests' wording)
 # where a prediction sits in a ModelOutput, most common first (classifiers, then image-text models)
 PREDICTION_KEYS = ("logits", "logits_per_image")
 
@@ -49,11 +52,28 @@ def base_model_of(model: nn.Module) -> nn.Module:
     return model
 
 
+def embeddings_of(model: nn.Module) -> Optional[nn.Module]:
+    """The model's embeddings module (`base_model.embeddings`: BERT-like text models, HF ViT-like vision models)."""
+    return getattr(getattr(model, "base_model", model), "embeddings", None)
+
+
+def accepts(model: nn.Module, name: str) -> bool:
+    """Whether the model's forward takes the argument `name` explicitly."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 class Family:
     name = "family"
+    # where the registry tries this family among the built-in ones, lower first (most specific first: 10 to 100);
+    # a family registered with register_family(first=True), a user's, goes before all of them whatever it says
+    priority = math.inf
     modality = None  # "text", "image" or "image-text": which row of `--masksub_type auto`'s table applies
-    # the README's supported-models table is generated from these (python -m masksub_hf.inspect --readme-table)
+    # the README's supported-models table is generated from these (python -m masksub_hf.plan --readme-table)
     mask_doc = "refused"
+    masked_kind = "masked"  # what mask_kind says when `mask` does not drop tokens ("mask token", PIXEL_BLOCKS...)
     drop_doc = "every dropout at p (modules, and config rates that some models read at forward time)"
     path_doc = ("the model's own drop-path slots at p, else every block of its layer stacks (a list of lists "
                 "flattened)")
@@ -76,12 +96,16 @@ class Family:
             with own_drop_path(model, ratio):
                 yield inputs
         else:
-            with block_drop_path(self.blocks(model), ratio):
+            with drop_path(self.blocks(model), ratio):
                 yield inputs
 
+    def drops_tokens(self, model: nn.Module) -> bool:
+        """Whether `mask` drops tokens, so the sub-branch is shorter and costs 1 - ratio of the main branch."""
+        return False
+
     def mask_kind(self, model: nn.Module) -> str:
-        """What `mask` does to this model, for the plan: "tokens dropped", "mask token", "pixel blocks"..."""
-        return "masked"
+        """What `mask` does to this model, for the plan: TOKENS_DROPPED, else `masked_kind`."""
+        return TOKENS_DROPPED if self.drops_tokens(model) else self.masked_kind
 
     def blocks(self, model: nn.Module) -> List[nn.Module]:
         """The residual blocks that PathSub hooks when the model has no drop-path slot of its own."""
@@ -160,7 +184,7 @@ class Family:
 
     def sub_cost(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> float:
         """Expected cost of the sub-branch relative to the main branch (forward + backward)."""
-        return 1.0 - ratio if masksub_type == "mask" and self.mask_kind(model) == "tokens dropped" else 1.0
+        return 1.0 - ratio if masksub_type == "mask" and self.drops_tokens(model) else 1.0
 
     def check(self, model: nn.Module, masksub_type: str) -> None:
         """Fail at construction, not mid-training, when this model cannot take masksub_type."""
@@ -206,8 +230,15 @@ FAMILIES: List[Family] = []
 
 
 def register_family(family: Family, first: bool = True) -> Family:
-    """Teach MaskSubTrainer a new model family; registered families are tried before the built-in ones."""
-    FAMILIES.insert(0 if first else len(FAMILIES), family)
+    """Teach MaskSubTrainer a new model family; registered families are tried before the built-in ones.
+
+    first=False places it by its `priority` instead, after the families of equal or lower priority (the
+    built-ins register so: their order is their declared priority, not the order of registration)."""
+    if first:
+        FAMILIES.insert(0, family)
+    else:
+        FAMILIES.insert(next((i for i, f in enumerate(FAMILIES) if f.priority > family.priority), len(FAMILIES)),
+                        family)
     return family
 
 

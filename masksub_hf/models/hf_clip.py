@@ -20,15 +20,16 @@ as the main branch, `logits_per_image` (the image x text similarity matrix) as t
   process with N accumulation steps of batch B (for Trainer and MaskSub alike), not as one
   process with batch N x B, whose matrix has more negatives.
 """
-import inspect
 from contextlib import ExitStack, contextmanager
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 
-from ..perturb import block_mask, dropped_output_tokens, gather_tokens, keep_indices
-from .base import Family, SubBatch, layer_stack
+from ..perturb import PIXEL_BLOCKS, block_mask, dropped_output_tokens, gather_tokens, keep_indices
+from ..perturb.text_tokens import shorter_batch
+from .base import Family, SubBatch, accepts, layer_stack
+from .hf_vit import prefix_tokens
 from .text_positions import original_positions
 
 TEXT_POOLING = {"eos": "the EOS token", "last": "the last token", "first": "the first ([CLS]) token"}
@@ -44,14 +45,6 @@ def vision_token_embeddings(vision: nn.Module) -> Optional[nn.Module]:
     patches = any(isinstance(getattr(emb, n, None), nn.Module) for n in ("patch_embedding", "patch_embeddings"))
     positions = any(getattr(emb, n, None) is not None for n in ("position_embedding", "position_embeddings"))
     return emb if patches and positions else None
-
-
-def vision_prefix_tokens(emb: nn.Module) -> int:
-    """How many leading tokens the vision embeddings put before the patches (CLS, distillation, registers)."""
-    count = int(any(getattr(emb, n, None) is not None for n in ("class_embedding", "cls_token")))
-    count += int(getattr(emb, "distillation_token", None) is not None)
-    registers = getattr(emb, "register_tokens", None)
-    return count + (registers.shape[1] if isinstance(registers, torch.Tensor) else 0)
 
 
 def text_pooling(text: nn.Module) -> Optional[str]:
@@ -76,19 +69,8 @@ def eos_positions(text: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     return (ids == text.eos_token_id).int().argmax(-1)
 
 
-def _keep_also(index: torch.Tensor, kept: torch.Tensor, position: torch.Tensor, length: int):
-    """Add one more always-kept token per row (at `position`) to keep_indices' answer, in original order."""
-    index = torch.cat([index, position[:, None]], 1)
-    kept = torch.cat([kept, torch.ones_like(kept[:, :1])], 1)
-    order = torch.where(kept, index, index + length).argsort(dim=1)
-    return index.gather(1, order), kept.gather(1, order)
-
-
-def _accepts(model: nn.Module, argument: str) -> bool:
-    return argument in inspect.signature(model.forward).parameters
-
-
 class ImageTextFamily(Family):
+    priority = 10  # vision_model + text_model: before any tower's own family
     name = "HF image-text models (CLIPModel, SiglipModel, VisionTextDualEncoderModel: vision_model + text_model)"
     modality = "image-text"
     mask_doc = ("drops vision patch tokens after the position embedding (CLS/registers kept; CNN or windowed "
@@ -110,9 +92,10 @@ class ImageTextFamily(Family):
             return own
         return "siglip" if isinstance(getattr(model, "logit_bias", None), torch.Tensor) else "clip"
 
-    def mask_kind(self, model):
-        return "tokens dropped" if vision_token_embeddings(model.vision_model) is not None else \
-            "pixel blocks zeroed (a 7x7 grid, 32 px at 224 px)"
+    masked_kind = PIXEL_BLOCKS  # a vision tower without patch tokens
+
+    def drops_tokens(self, model):
+        return vision_token_embeddings(model.vision_model) is not None
 
     def describe(self, model, masksub_type, ratio=0.5):
         line = super().describe(model, masksub_type, ratio)
@@ -132,7 +115,7 @@ class ImageTextFamily(Family):
             if text_pooling(model.text_model) is None:
                 return (f"mask_text needs to know which token the text tower ({type(model.text_model).__name__}) pools; "
                         "known: CLIP text (EOS), SigLIP text (last), BERT-like encoders ([CLS]). Unset mask_text")
-            if not _accepts(model, "position_ids"):
+            if not accepts(model, "position_ids"):
                 return f"mask_text passes the kept tokens' positions, and {type(model).__name__}.forward takes no position_ids"
         return super().refusal(model, masksub_type)
 
@@ -157,7 +140,7 @@ class ImageTextFamily(Family):
                                  "tokens and the batch has no (B, C, H, W) pixel_values to block-mask; use drop or path.")
             yield {**inputs, "pixel_values": block_mask(pixels, ratio)}
             return
-        prefix = vision_prefix_tokens(emb)
+        prefix = prefix_tokens(emb)
         patch_mask = inputs.get("pixel_attention_mask")  # SigLIP 2 (NaFlex): padded patches are never kept
         index = None
         if patch_mask is not None:
@@ -172,28 +155,25 @@ class ImageTextFamily(Family):
         ids = inputs["input_ids"]
         attention = inputs.get("attention_mask")
         real = attention.bool() if attention is not None else torch.ones_like(ids, dtype=torch.bool)
-        length = ids.shape[1]
         positions = original_positions(text, ids, inputs.get("position_ids"))  # the caller's own, else the tower's
+        columns = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
         pooling = text_pooling(text)
         if pooling == "first":
             index, kept = keep_indices(real, ratio, num_prefix=1)
-        else:
-            arange = torch.arange(length, device=ids.device)[None, :]
-            if pooling == "eos":  # causal: tokens after the EOS never reach it; keep <|startoftext|> and the EOS
-                pooled = eos_positions(text, ids).to(ids.device)
-                valid = real & (arange < pooled[:, None])
-                index, kept = keep_indices(valid, ratio, num_prefix=1)
-            else:  # 'last': every row keeps as many tokens, so the pooled one stays last (SigLIP attends its padding)
-                pooled = torch.full((ids.shape[0],), length - 1, device=ids.device)
-                index, kept = keep_indices((arange < length - 1).expand_as(ids), ratio, num_prefix=0)
-            index, kept = _keep_also(index, kept, pooled, length)
+        elif pooling == "eos":  # causal: tokens after the EOS never reach it; keep <|startoftext|> and the EOS
+            eos = eos_positions(text, ids).to(ids.device)[:, None]
+            pooled = columns.eq(eos)
+            index, kept = keep_indices((real & columns.lt(eos)) | pooled, ratio, always=columns.eq(0) | pooled)
+        else:  # 'last': every row keeps as many tokens, so the pooled one stays last (SigLIP attends its padding)
+            pooled = columns.eq(ids.shape[1] - 1)
+            index, kept = keep_indices(torch.ones_like(real), ratio, always=pooled)
         pad = getattr(text.config, "pad_token_id", None) or 0
+        overrides = {"position_ids": gather_tokens(positions, index)}
+        if attention is not None:  # padding the caption had stays padding ('last' may keep some)
+            overrides["attention_mask"] = (gather_tokens(real.long(), index) * kept).to(attention.dtype)
+        text_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "token_type_ids") if inputs.get(k) is not None}
         sub = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "position_ids", "token_type_ids")}
-        sub["input_ids"] = gather_tokens(ids, index).masked_fill(~kept, pad)
-        sub["position_ids"] = gather_tokens(positions, index)
-        if attention is not None or not kept.all():
-            sub["attention_mask"] = (gather_tokens(real.long(), index) * kept).to(
-                attention.dtype if attention is not None else torch.long)
-        if inputs.get("token_type_ids") is not None:
-            sub["token_type_ids"] = gather_tokens(inputs["token_type_ids"], index).masked_fill(~kept, 0)
+        sub.update(shorter_batch(text_inputs, index, kept, pad, overrides))
+        if attention is None and kept.all():  # nothing to mask: leave the tower its own default
+            del sub["attention_mask"]
         return SubBatch(sub, index, kept)

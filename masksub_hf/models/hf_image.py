@@ -14,8 +14,7 @@ from contextlib import ExitStack, contextmanager
 
 from torch import nn
 
-from ..perturb import block_mask, drop_path_slots, own_drop_path
-from ..perturb.residual import residual_drop_path
+from ..perturb import PIXEL_BLOCKS, block_mask, drop_path, drop_path_slots, own_drop_path
 from .base import Family
 
 
@@ -38,6 +37,7 @@ def _is_module(value):
 
 
 class PixelFamily(Family):
+    priority = 80  # any pixel_values model the families above did not take
     name = "other HF image classifiers (32x32 pixel-block masking)"
     modality = "image"
     mask_doc = "zeroes the ratio of a 7x7 grid of pixel blocks (32 px at 224 px)"
@@ -48,8 +48,7 @@ class PixelFamily(Family):
         return (getattr(model, "main_input_name", None) == "pixel_values"
                 and not getattr(getattr(model, "config", None), "is_encoder_decoder", False))
 
-    def mask_kind(self, model):
-        return "pixel blocks zeroed (a 7x7 grid, 32 px at 224 px)"
+    masked_kind = PIXEL_BLOCKS
 
     @contextmanager
     def mask(self, model, inputs, ratio):
@@ -66,7 +65,7 @@ class PixelFamily(Family):
             return
         with ExitStack() as stack:
             for modules, branch, rows in residual_layouts(model):
-                stack.enter_context(residual_drop_path(modules, ratio, branch=branch, rows_per_sample=rows))
+                stack.enter_context(drop_path(modules, ratio, branch=branch, rows_per_sample=rows))
             yield inputs
 
     def refusal(self, model, masksub_type):

@@ -23,7 +23,6 @@ checkpoint into the model (resume_from_checkpoint, load_best_model_at_end) accep
 and keeps the model's current token; a resumed Swin run restarts the token from zeros. The token
 acts in the sub-branch only; predictions never use it.
 """
-import inspect
 import logging
 import math
 from contextlib import contextmanager
@@ -32,9 +31,11 @@ import torch
 from torch import nn
 
 from ..perturb.mask_positions import masked_positions
+from ..perturb.pixel_blocks import block_size
 from ..perturb.audit import INPUT_MASKED, note
-from .base import Family
-from .hf_vit import _embeddings, has_relative_position_bias
+from ..perturb.hooks import hooked
+from .base import Family, accepts, embeddings_of
+from .hf_vit import has_relative_position_bias
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def _pair(value):
 
 
 class MaskTokenFamily(Family):
+    priority = 40
     name = "HF vision models with a mask token (BEiT, Data2Vec-vision with relative position bias; Swin, Swinv2, FocalNet)"
     modality = "image"
     mask_doc = ("the model's mask token replaces the ratio of patch positions through bool_masked_pos (BEiT/Data2Vec: "
@@ -51,30 +53,30 @@ class MaskTokenFamily(Family):
                 "has none")
 
     def matches(self, model):
-        emb = _embeddings(model)
+        emb = embeddings_of(model)
         if emb is None or not hasattr(emb, "patch_embeddings") or not hasattr(emb, "mask_token"):
             return False
-        if "bool_masked_pos" not in inspect.signature(emb.forward).parameters:
+        if not accepts(emb, "bool_masked_pos"):
             return False
         droppable = torch.is_tensor(getattr(emb, "cls_token", None)) and not has_relative_position_bias(model)
         return not droppable  # ViTFamily drops those models' tokens instead (cheaper)
 
     def windowed(self, model) -> bool:
         """Swin-style models (no CLS token): the paper masks 32 x 32-pixel blocks there."""
-        return not torch.is_tensor(getattr(_embeddings(model), "cls_token", None))
+        return not torch.is_tensor(getattr(embeddings_of(model), "cls_token", None))
 
     def mask_kind(self, model):
         what = "32x32-pixel blocks" if self.windowed(model) else "random patches"
-        created = "" if _embeddings(model).mask_token is not None else \
+        created = "" if embeddings_of(model).mask_token is not None else \
             "; the token is created at construction and trained"
         return f"mask token ({what} replaced through bool_masked_pos{created})"
 
     def refusal(self, model, masksub_type):
         if masksub_type == "mask":
-            patches = _embeddings(model).patch_embeddings
+            patches = embeddings_of(model).patch_embeddings
             if not hasattr(patches, "patch_size"):
                 return "its patch embeddings do not say their patch size, so the mask positions cannot be laid out"
-            if _embeddings(model).mask_token is None and not isinstance(getattr(patches, "projection", None), nn.Conv2d):
+            if embeddings_of(model).mask_token is None and not isinstance(getattr(patches, "projection", None), nn.Conv2d):
                 return "it has no mask token, and its patch embeddings have no projection to size one by"
         return super().refusal(model, masksub_type)
 
@@ -86,7 +88,7 @@ class MaskTokenFamily(Family):
 
     def ensure_mask_token(self, model) -> nn.Parameter:
         """The model's mask token; created (zeros, trainable) when the classifier was built without one."""
-        emb = _embeddings(model)
+        emb = embeddings_of(model)
         if emb.mask_token is not None:
             return emb.mask_token
         weight = emb.patch_embeddings.projection.weight
@@ -104,7 +106,7 @@ class MaskTokenFamily(Family):
 
     @contextmanager
     def mask(self, model, inputs, ratio):
-        emb = _embeddings(model)
+        emb = embeddings_of(model)
         if emb.mask_token is None:
             raise ValueError(f"{type(model).__name__} has no mask token yet: call family.check(model, 'mask') before "
                              "training (MaskSubTrainer does, at construction), so the created token is trained.")
@@ -115,7 +117,7 @@ class MaskTokenFamily(Family):
             h, w = pixels.shape[-2:]
             block = 1
             if windowed:  # block_mask's pixel block (32 px at 224 px), in patches
-                block = max(1, round(max(1, min(32, math.ceil(min(h, w) / 7))) / ph))
+                block = max(1, round(block_size(h, w) / ph))
             grid = (math.ceil(h / ph), math.ceil(w / pw))
             masked = masked_positions(pixels.shape[0], grid, ratio, block, pixels.device)
             note(INPUT_MASKED)
@@ -123,11 +125,8 @@ class MaskTokenFamily(Family):
                 return (args[0], masked) + tuple(args[2:]), kwargs
             return args, {**kwargs, "bool_masked_pos": masked}
 
-        handle = emb.register_forward_pre_hook(add_mask, with_kwargs=True)
-        try:
+        with hooked(emb, add_mask, pre=True, with_kwargs=True):
             yield inputs
-        finally:
-            handle.remove()
 
 
 def _accept_missing_mask_token(module, incompatible_keys):

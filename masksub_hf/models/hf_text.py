@@ -17,8 +17,8 @@ from torch import nn
 from ..perturb import keep_indices
 from ..perturb.text_tokens import first_real, last_real, replaced_tokens, shorter_batch, special_tokens, token_rows
 from ..perturb.audit import INPUT_MASKED, note
-from .base import Family, SubBatch
-from .text_positions import accepts, original_positions, original_positions_kept, schemes_of, unknown_positions
+from .base import Family, SubBatch, accepts
+from .text_positions import original_positions, original_positions_kept, schemes_of, unknown_positions
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ class _TokenDroppingFamily(Family):
         return (is_text_model(model) and not getattr(config, "is_encoder_decoder", False)
                 and is_causal(model) == self.causal and unknown_positions(model) is None)
 
-    def mask_kind(self, model):
-        return "tokens dropped"
+    def drops_tokens(self, model):
+        return True
 
     def always_kept(self, model, rows, valid):
         raise NotImplementedError
@@ -129,6 +129,7 @@ class TextEncoderFamily(_TokenDroppingFamily):
     """Bidirectional encoders (BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, XLM-R, MPNet, DeBERTa-v2/v3,
     ModernBERT): the first token ([CLS]) always stays."""
 
+    priority = 50
     name = "HF text encoders (BERT, RoBERTa, DistilBERT, ALBERT, ELECTRA, XLM-R, MPNet, DeBERTa-v2/v3, ModernBERT)"
     keeps = "its first token ([CLS])"
     mask_doc = ("drops real tokens, [CLS] kept; each kept token keeps its original position (absolute table, "
@@ -144,6 +145,7 @@ class DecoderTextFamily(_TokenDroppingFamily):
     since *ForSequenceClassification pools the rightmost token that is not pad_token_id (left or right
     padding). The shorter batch is right-padded with pad_token_id, so that token is still the one pooled."""
 
+    priority = 90
     name = "HF decoder models (GPT-2, Llama, Qwen2, Mistral, Gemma)"
     keeps = "its last real token (the one a sequence classifier pools)"
     mask_doc = ("drops real tokens, the pooled last real token kept (left or right padding), original "
@@ -228,6 +230,7 @@ class MaskTokenTextFamily(Family):
     is no speed-up. The first and last real tokens and the config's special tokens (bos, eos, sep, cls)
     are never replaced: they are what models pool or count."""
 
+    priority = 100  # any other text model: tried last
     name = "other HF text models (mask token in place)"
     modality = "text"
     mask_doc = ("replaces real tokens by the mask token in place (no speed-up), first/last and special tokens kept; "
@@ -240,8 +243,7 @@ class MaskTokenTextFamily(Family):
     def matches(self, model):
         return is_text_model(model)
 
-    def mask_kind(self, model):
-        return "mask token"
+    masked_kind = "mask token"
 
     def mask_token_id(self, model):
         """config.mask_token_id, else the mask token of the tokenizer saved with the model (looked up once)."""

@@ -16,6 +16,7 @@ def is_prompt_learning(model) -> bool:
 
 
 class PromptLearningFamily(Family):
+    priority = 30  # before the text families: the wrapper looks like a text model
     name = "PEFT prompt-learning wrappers (prompt/prefix tuning, P-tuning: drop and path only)"
     modality = "text"
     mask_doc = "refused at construction: token dropping would misalign the virtual tokens"

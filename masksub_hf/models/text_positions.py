@@ -8,7 +8,6 @@ columns and position ids (`keep`). A scheme goes through the model's own door wh
 A model that learns positions in a way no scheme knows (ALiBi, T5-style buckets...) is reported
 by `unknown_positions`, and its tokens are masked in place instead of dropped.
 """
-import inspect
 import sys
 from contextlib import ExitStack, contextmanager
 from typing import List, Optional
@@ -16,17 +15,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-
-def accepts(model: nn.Module, name: str) -> bool:
-    """Whether the model's forward takes the argument `name` explicitly."""
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def text_embeddings(model: nn.Module) -> Optional[nn.Module]:
-    return getattr(getattr(model, "base_model", model), "embeddings", None)
+from ..perturb.hooks import attributes_set, hooked
+from .base import accepts, embeddings_of
 
 
 def original_positions(model: nn.Module, rows: torch.Tensor, given: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -35,7 +25,7 @@ def original_positions(model: nn.Module, rows: torch.Tensor, given: Optional[tor
     own function); everything else (BERT, ModernBERT, GPT-2, Llama...) counts columns from 0."""
     if given is not None:
         return given.expand(*rows.shape[:-1], given.shape[-1]).reshape(rows.shape)
-    emb = text_embeddings(model)
+    emb = embeddings_of(model)
     pad = getattr(emb, "padding_idx", None)
     if isinstance(pad, int) and isinstance(getattr(emb, "position_embeddings", None), nn.Embedding):
         number = getattr(emb, "create_position_ids_from_input_ids", None) or \
@@ -68,7 +58,7 @@ class PositionScheme:
 def _position_table(model: nn.Module) -> Optional[nn.Embedding]:
     """A learned absolute position table: BERT-style embeddings.position_embeddings, GPT-2's wpe.
     Checked to be a real nn.Embedding (DeBERTa-v3 sets position_embeddings to None)."""
-    for owner, name in ((text_embeddings(model), "position_embeddings"), (getattr(model, "base_model", model), "wpe")):
+    for owner, name in ((embeddings_of(model), "position_embeddings"), (getattr(model, "base_model", model), "wpe")):
         table = getattr(owner, name, None) if owner is not None else None
         if isinstance(table, nn.Embedding):
             return table
@@ -91,11 +81,8 @@ class AbsolutePositions(PositionScheme):
             overrides["position_ids"] = positions
             yield
             return
-        handle = _position_table(model).register_forward_pre_hook(lambda module, args: (positions,))
-        try:
+        with hooked(_position_table(model), lambda module, args: (positions,), pre=True):
             yield
-        finally:
-            handle.remove()
 
 
 class RotaryPositions(PositionScheme):
@@ -169,11 +156,8 @@ class DebertaRelativePositions(PositionScheme):
                                  f"the encoder got {tuple(hidden.shape[:2])}")
             return args, {**kwargs, "relative_pos": rel}
 
-        handle = encoder.register_forward_pre_hook(hook, with_kwargs=True)
-        try:
+        with hooked(encoder, hook, pre=True, with_kwargs=True):
             yield
-        finally:
-            handle.remove()
 
 
 def _mpnet_encoder(model):
@@ -204,11 +188,8 @@ class RelativeBiasPositions(PositionScheme):
             bucket = encoder.relative_position_bucket(rel, num_buckets=num_buckets)
             return encoder.relative_attention_bias(bucket).permute(0, 3, 1, 2)  # (N, heads, K, K)
 
-        encoder.compute_position_bias = position_bias  # an instance attribute shadows the method
-        try:
+        with attributes_set([(encoder, "compute_position_bias", position_bias)]):  # shadows the method
             yield
-        finally:
-            del encoder.compute_position_bias
 
 
 SCHEMES: List[PositionScheme] = [AbsolutePositions(), RotaryPositions(), DebertaRelativePositions(),

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from ..perturb import block_mask
+from ..perturb import PIXEL_BLOCKS, block_mask
 from ..perturb.audit import INPUT_MASKED, noting_calls
+from ..perturb.hooks import attributes_set
 from .base import Family
 
 
@@ -31,6 +32,8 @@ def _patch_dropout_class(net):
 
 
 class TimmFamily(Family):
+    priority = 70
+    masked_kind = PIXEL_BLOCKS  # no patch-dropout slot (CNNs, Swin)
     name = "timm models via TimmWrapperForImageClassification (ViTs drop tokens, CNNs mask 32x32 blocks)"
     modality = "image"
     mask_doc = "ViTs: timm's PatchDropout drops patch tokens, prefix tokens kept; CNNs: zeroes pixel blocks"
@@ -38,8 +41,8 @@ class TimmFamily(Family):
     def matches(self, model):
         return hasattr(model, "timm_model")
 
-    def mask_kind(self, model):
-        return "tokens dropped" if _patch_dropout_class(model.timm_model) else "pixel blocks zeroed (a 7x7 grid)"
+    def drops_tokens(self, model):
+        return _patch_dropout_class(model.timm_model) is not None
 
     @contextmanager
     def mask(self, model, inputs, ratio):
@@ -48,10 +51,6 @@ class TimmFamily(Family):
         if dropout is None:
             yield {**inputs, "pixel_values": block_mask(inputs["pixel_values"], ratio)}
             return
-        saved = net.patch_drop
-        net.patch_drop = dropout(ratio, num_prefix_tokens=getattr(net, "num_prefix_tokens", 1))
-        try:
-            with noting_calls([net.patch_drop], INPUT_MASKED):
-                yield inputs
-        finally:
-            net.patch_drop = saved
+        swapped = dropout(ratio, num_prefix_tokens=getattr(net, "num_prefix_tokens", 1))
+        with attributes_set([(net, "patch_drop", swapped)]), noting_calls([swapped], INPUT_MASKED):
+            yield inputs

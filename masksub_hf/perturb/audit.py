@@ -12,6 +12,8 @@ from typing import Iterable, Optional
 
 from torch import nn
 
+from .hooks import hooked
+
 _RECORD: ContextVar[Optional[Counter]] = ContextVar("masksub_audit", default=None)
 
 # what each type must have done: the event its mechanisms note
@@ -45,12 +47,8 @@ def note(event: str, module: Optional[nn.Module] = None) -> None:
 @contextmanager
 def noting_calls(modules: Iterable[nn.Module], event: str):
     """Forward hooks that note `event` each time one of `modules` runs, while inside."""
-    handles = [m.register_forward_hook(lambda m, args, out: note(event, m)) for m in dict.fromkeys(modules)]
-    try:
+    with hooked(modules, lambda m, args, out: note(event, m)):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def verify(record: Counter, masksub_type: str, ratio: float, model: nn.Module, family) -> None:
@@ -70,4 +68,4 @@ def verify(record: Counter, masksub_type: str, ratio: float, model: nn.Module, f
     raise PerturbationNotApplied(
         f"--masksub_type {masksub_type} did not happen on this {type(model).__name__} ({family.name}): the plan was "
         f"'{family.describe(model, masksub_type, ratio)}', but {why}. Training stopped before this step changed the weights. Use --masksub_type {others} "
-        "(python -m masksub_hf.inspect shows what each does), or teach masksub_hf this model with register_family.")
+        "(python -m masksub_hf.plan shows what each does), or teach masksub_hf this model with register_family.")

@@ -5,6 +5,7 @@ from typing import List
 from torch import nn
 
 from .audit import DROPOUT_RAN, note, noting_calls
+from .hooks import attributes_set
 
 # float rates some modules read instead of an nn.Dropout (HF ViT attention, timm classifier heads,
 # torch's nn.MultiheadAttention in open_clip towers); only float values count, never modules
@@ -45,11 +46,8 @@ def _noting_reads(obj, names, event):
             return super().__getattribute__(name)
 
     Watched.__name__ = Watched.__qualname__ = cls.__name__
-    obj.__class__ = Watched
-    try:
+    with attributes_set([(obj, "__class__", Watched)]):
         yield
-    finally:
-        obj.__class__ = cls
 
 
 @contextmanager
@@ -57,21 +55,10 @@ def dropout_rate(model: nn.Module, p: float):
     """Set every dropout probability to p inside the block (modules and config rates), restoring each one on exit.
     Each raised rate that the forward really uses is noted for the audit."""
     sites = dropout_sites(model)
-    saved = [getattr(m, a) for m, a in sites]
     config, names = getattr(model, "config", None), config_rates(model)
-    saved_config = [getattr(config, n) for n in names]
-    try:
-        for m, a in sites:
-            setattr(m, a, p)
-        for n in names:
-            setattr(config, n, p)
-        with ExitStack() as stack:
-            stack.enter_context(noting_calls([m for m, _ in sites], DROPOUT_RAN))  # proof a raised rate was used
-            if names:
-                stack.enter_context(_noting_reads(config, names, DROPOUT_RAN))
-            yield len(sites) + len(names)
-    finally:
-        for (m, a), v in zip(sites, saved):
-            setattr(m, a, v)
-        for n, v in zip(names, saved_config):
-            setattr(config, n, v)
+    with ExitStack() as stack:
+        stack.enter_context(attributes_set([(m, a, p) for m, a in sites] + [(config, n, p) for n in names]))
+        stack.enter_context(noting_calls([m for m, _ in sites], DROPOUT_RAN))  # proof a raised rate was used
+        if names:
+            stack.enter_context(_noting_reads(config, names, DROPOUT_RAN))
+        yield len(sites) + len(names)

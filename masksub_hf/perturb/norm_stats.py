@@ -3,6 +3,8 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from .hooks import attributes_set
+
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
@@ -16,13 +18,6 @@ def frozen_norm_stats(model: nn.Module):
     rather than copied back in place, since the backward pass still holds the tensors it saw.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats]
-    saved = [{n: getattr(m, n) for n in STATS if getattr(m, n, None) is not None} for m in norms]
-    try:
-        for m, buffers in zip(norms, saved):
-            for name, tensor in buffers.items():
-                setattr(m, name, tensor.clone())
+    copies = [(m, n, getattr(m, n).clone()) for m in norms for n in STATS if getattr(m, n, None) is not None]
+    with attributes_set(copies):
         yield len(norms)
-    finally:
-        for m, buffers in zip(norms, saved):
-            for name, tensor in buffers.items():
-                setattr(m, name, tensor)

@@ -1,9 +1,15 @@
-"""Token dropping shared by every family: which tokens the sub-branch keeps."""
+"""Token dropping shared by every family: which tokens the sub-branch keeps, and the one step that drops them.
+
+Every family that drops tokens goes through `keep_indices` (which tokens stay) and `gather_tokens` (the shorter
+sequence): image towers through `drop_tokens` (a hook on the embeddings, or a module in the model's own
+patch-dropout slot), text batches through text_tokens.shorter_batch.
+"""
 from contextlib import contextmanager
 
 import torch
 
 from .audit import INPUT_MASKED, note
+from .hooks import hooked
 
 
 def random_scores(shape, device) -> torch.Tensor:
@@ -48,21 +54,20 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
 
 
+def drop_tokens(x: torch.Tensor, ratio: float, num_prefix: int = 1, index: torch.Tensor = None) -> torch.Tensor:
+    """x (B, L, D) without `ratio` of its tokens after the first `num_prefix` (or with exactly `index` kept), noted
+    for the audit: the patch dropping of ViT-like towers, applied after their position embedding."""
+    if index is None:
+        valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        index, _ = keep_indices(valid, ratio, num_prefix=num_prefix)  # no padding: every row keeps as many
+    note(INPUT_MASKED)
+    return gather_tokens(x, index)
+
+
 @contextmanager
 def dropped_output_tokens(module, ratio: float, num_prefix: int = 1, index: torch.Tensor = None):
     """While inside, `module`'s (B, L, D) output loses `ratio` of its tokens after the first `num_prefix`
     (or keeps exactly `index`): the patch dropping of ViT-like embeddings, after the position embedding."""
 
-    def drop(m, args, output):
-        keep = index
-        if keep is None:
-            valid = torch.ones(output.shape[:2], dtype=torch.bool, device=output.device)
-            keep, _ = keep_indices(valid, ratio, num_prefix=num_prefix)  # no padding: every row keeps as many
-        note(INPUT_MASKED)
-        return gather_tokens(output, keep)
-
-    handle = module.register_forward_hook(drop)
-    try:
+    with hooked(module, lambda m, args, output: drop_tokens(output, ratio, num_prefix, index)):
         yield
-    finally:
-        handle.remove()

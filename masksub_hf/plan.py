@@ -1,12 +1,12 @@
 """Say what MaskSub will do to a model before training it.
 
-    python -m masksub_hf.inspect MODEL_DIR_OR_ID [--masksub_type mask] [--masksub_ratio 0.5]
-    python -m masksub_hf.inspect --readme-table      # the README's supported-models table
-    python -m masksub_hf.inspect --auto-table        # the README's table of what --masksub_type auto picks
+    python -m masksub_hf.plan MODEL_DIR_OR_ID [--masksub_type mask] [--masksub_ratio 0.5]
+    python -m masksub_hf.plan --readme-table      # the README's supported-models table
+    python -m masksub_hf.plan --auto-table        # the README's table of what --masksub_type auto picks
 
 The model is built from its config alone (random weights: the plan depends on the architecture,
 not on the weights), so a local directory needs only its config.json (a PEFT adapter directory
-is read through its base model's config). The same plan is `masksub_hf.inspect.plan(model)`.
+is read through its base model's config). The same plan is `masksub_hf.plan.plan(model)`.
 """
 import argparse
 import json
@@ -72,7 +72,7 @@ def readme_table() -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m masksub_hf.inspect", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m masksub_hf.plan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a local model directory (config.json) or a hub id")
     parser.add_argument("--masksub_type", "--masksub-type", choices=[t for t in MASKSUB_TYPES if t != "none"],

@@ -1,4 +1,4 @@
-"""python -m masksub_hf.inspect: the plan for a model directory, and the README table from the registry."""
+"""python -m masksub_hf.plan: the plan for a model directory, and the README table from the registry."""
 import re
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import pytest
 from transformers import ResNetConfig, ResNetForImageClassification
 
 from masksub_hf import MaskSubTrainer
-from masksub_hf.inspect import main, plan, readme_table
+from masksub_hf.plan import main, plan, readme_table
 from tests.helpers import args, tiny_bert, tiny_vit
 
 
@@ -53,7 +53,7 @@ def test_inspect_refuses_a_ratio_out_of_range_and_takes_dashed_flags(tmp_path, c
 def test_the_readme_table_is_the_registry():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     table = readme.split("<!-- supported-models:start -->")[1].split("<!-- supported-models:end -->")[0].strip()
-    assert table == readme_table(), "regenerate it: python -m masksub_hf.inspect --readme-table"
+    assert table == readme_table(), "regenerate it: python -m masksub_hf.plan --readme-table"
 
 
 def test_a_saved_model_without_tokenizer_files_plans_as_the_same_model_in_memory(tmp_path, capsys):
