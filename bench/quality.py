@@ -145,6 +145,12 @@ PRESETS = {
         about="MiniLM-L6 (pretrained) on movie-sentiment, 400 training sentences (a per-seed random subset) x 8 "
               "epochs (200 steps of 16), linear decay, 10% warmup; the first 500 validation sentences every "
               "epoch, all 959 test sentences at the end"),
+    "text-large": dict(
+        domain="text", task="movie-sentiment", train=1600, argv=text_argv("movie-sentiment", 4),
+        arms=TEXT_ARMS, lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",
+        curve="eval_accuracy",
+        about="the text-long setting on 4x the data: 1,600 training sentences (a per-seed random subset) x 4 epochs "
+              "(400 steps of 16), so a regulariser meets a model that sees more text and fits it less"),
     "text-short": dict(
         domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 3),
         arms=["baseline", "masksub"], lr_grid=[5e-5], metrics=TEXT_METRICS, select="eval_accuracy",

@@ -113,7 +113,7 @@ def test_extra_text_column_is_not_taken_as_a_second_sentence(argv, rows, tmp_pat
 def test_chosen_columns_and_mapping_are_logged_in_one_line(argv, rows, tmp_path, caplog):
     train = write(tmp_path / "train.json", [dict(r, source_id=i, label=["neg", "pos"][r["label"]])
                                              for i, r in enumerate(rows)])
-    with caplog.at_level(logging.INFO, logger="run_glue"):
+    with caplog.at_level(logging.INFO, logger="tasks.glue"):
         run_glue.main(argv("--train_file", train, "--do_train"))
     line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("columns:")]
     assert line == ["columns: text 'sentence', label 'label': 'neg'->0, 'pos'->1; ignored: source_id"]

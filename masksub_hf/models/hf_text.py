@@ -205,7 +205,7 @@ class DecoderTextFamily(_TokenDroppingFamily):
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
+                   "sentencepiece.bpe.model", "tokenizer.model", "merges.txt")  # any of them: a saved tokenizer
 
 
 def _tokenizer_mask_id(model):
