@@ -20,6 +20,8 @@ import os
 import re
 from typing import Dict, List, Optional, Tuple
 
+from transformers import PreTrainedModel
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -168,7 +170,7 @@ class ResumeFromCompleteCheckpoint:
     """Trainer mixin: `train(resume_from_checkpoint=True)` resumes from the last complete checkpoint,
     not from a half-written or damaged newer one; an explicit incomplete path is refused with the reason,
     and so is a checkpoint of another run (another model, label set or sub-branch setting).
-    Each checkpoint it saves ends with its manifest."""
+    Each checkpoint it saves ends with its manifest, and weights load through from_pretrained, strictly."""
 
     def run_identity(self) -> Dict:
         """What a checkpoint of this run must match to be resumed (the manifest records it)."""
@@ -199,3 +201,32 @@ class ResumeFromCompleteCheckpoint:
                                  f"({other}); start afresh with --overwrite_output_dir or another --output_dir, or "
                                  "run with the settings it was written with.")
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_pretrained_weights(self, checkpoint, model=None) -> bool:
+        """Load a checkpoint's weights through from_pretrained, strictly.
+
+        Trainer (5.x) reads checkpoint tensors under the model's internal names, so a model whose
+        saved names are converted (ViT: encoder.layer -> layers) silently resumes from random
+        weights. from_pretrained applies the conversion. Returns False where Trainer must load.
+        """
+        model = model if model is not None else self.model
+        if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
+                or not os.path.isfile(os.path.join(checkpoint, "config.json"))):
+            return False
+        loaded, info = type(model).from_pretrained(checkpoint, config=model.config, output_loading_info=True)
+        missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k
+                                                          for k in info.get("mismatched_keys") or []]
+        if missing:  # from_pretrained would initialise them afresh: a checkpoint of another model
+            raise ValueError(f"cannot load {checkpoint}: {len(missing)} weights of this {type(model).__name__} are "
+                             f"missing from it or shaped differently (first: {sorted(missing)[0]}); it holds another "
+                             "model. Start afresh, or resume from a checkpoint of this model.")
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        return True
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._load_pretrained_weights(resume_from_checkpoint, model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        if not self._load_pretrained_weights(self.state.best_model_checkpoint):
+            super()._load_best_model()

@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager, nullcontext
 
 from accelerate.utils import DistributedType
-from transformers import PreTrainedModel, Trainer
+from transformers import Trainer
 
 from . import recommend
 from .checkpoints import ResumeFromCompleteCheckpoint
@@ -294,36 +294,6 @@ class MaskSubMixin(ResumeFromCompleteCheckpoint, NonFiniteGuard):
             else:
                 self.accelerator.backward(sub_half)
         return (main_loss.detach() + sub_loss.detach()) / scale
-
-    # ---- checkpoints --------------------------------------------------------------------------
-    def _load_pretrained_weights(self, checkpoint, model=None) -> bool:
-        """Load a checkpoint's weights through from_pretrained, strictly.
-
-        Trainer (5.x) reads checkpoint tensors under the model's internal names, so a model whose
-        saved names are converted (ViT: encoder.layer -> layers) silently resumes from random
-        weights. from_pretrained applies the conversion. Returns False where Trainer must load.
-        """
-        model = model if model is not None else self.model
-        if (not isinstance(model, PreTrainedModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled
-                or not os.path.isfile(os.path.join(checkpoint, "config.json"))):
-            return False
-        loaded, info = type(model).from_pretrained(checkpoint, config=model.config, output_loading_info=True)
-        missing = list(info.get("missing_keys") or []) + [k[0] if isinstance(k, tuple) else k
-                                                          for k in info.get("mismatched_keys") or []]
-        if missing:  # from_pretrained would initialise them afresh: a checkpoint of another model
-            raise ValueError(f"cannot load {checkpoint}: {len(missing)} weights of this {type(model).__name__} are "
-                             f"missing from it or shaped differently (first: {sorted(missing)[0]}); it holds another "
-                             "model. Start afresh, or resume from a checkpoint of this model.")
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        return True
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if not self._load_pretrained_weights(resume_from_checkpoint, model):
-            super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def _load_best_model(self):
-        if not self._load_pretrained_weights(self.state.best_model_checkpoint):
-            super()._load_best_model()
 
     # ---- logging -------------------------------------------------------------------------------
     def _record(self, main_loss, sub_loss):
