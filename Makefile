@@ -8,11 +8,12 @@ OUT    ?= output
 
 # The virtual environment, rebuilt when the dependencies change. torch 2.14.1 / torchvision 0.29.1
 # are the releases these machines carry on disk; constraints.txt pins what the tests ran with.
+# --no-compile: Python compiles the modules a run imports on first use, not pip every file of ~6 GB.
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet --no-compile -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(VENV)/.installed

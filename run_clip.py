@@ -27,8 +27,8 @@ from masksub_hf import MaskSubConfig
 from masksub_hf.models.open_clip_training import MODES, ClampLogitScale, OpenCLIPForMaskSub
 from tasks import clip as data
 from tasks import clip_transformers, compare
-from tasks.cli import (ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, setup_logging,
-                       warn)
+from tasks.cli import (ArgumentParser, check_positive, check_training_args, parse_script_args, resume_checkpoint, run_cli,
+                       script_parser, setup_logging, warn)
 
 logger = logging.getLogger(__name__)
 
@@ -118,25 +118,14 @@ class RunArguments:
 
 def parse_args(argv: Optional[List[str]] = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    given = lambda flag: any(a == flag or a.startswith(flag + "=") for a in argv)  # noqa: E731
-    embedded = not (given("--train_data") or given("--dataset_name"))
-    defaults = []
-    for key, value in {**DEFAULTS, **(EMBEDDED_DEFAULTS if embedded else {})}.items():  # user flags come later, win
-        defaults += [f"--{key}", str(value)]
-    if not given("--output_dir"):
-        defaults += ["--output_dir", DEFAULT_OUTPUT_DIR]
-    model_args, data_args, run_args, training_args = build_parser().parse_args_into_dataclasses(args=defaults + argv)
-    return model_args, data_args, run_args, training_args
+    return parse_script_args(build_parser(), argv,
+                             lambda given: {} if given & {"train_data", "dataset_name"} else EMBEDDED_DEFAULTS)
 
 
 def build_parser() -> ArgumentParser:
-    """The flags, with this script's own defaults shown by --help (not TrainingArguments'); those of the
-    embedded default run (no data given) are in the description."""
-    parser = ArgumentParser((ModelArguments, DataArguments, RunArguments, MaskSubConfig), prog=os.path.basename(__file__),
-                            description=__doc__.split("\n\n")[0] + " With no --train_data: the embedded default, "
-                            + ", ".join(f"--{k} {v}" for k, v in EMBEDDED_DEFAULTS.items()) + ".")
-    parser.set_defaults(**DEFAULTS, output_dir=DEFAULT_OUTPUT_DIR)
-    return parser
+    return script_parser((ModelArguments, DataArguments, RunArguments, MaskSubConfig), __doc__, __file__,
+                         {**DEFAULTS, "output_dir": DEFAULT_OUTPUT_DIR}, EMBEDDED_DEFAULTS,
+                         "With no --train_data or --dataset_name")
 
 
 def _cap(pairs: data.Pairs, n: Optional[int], seed: int) -> data.Pairs:
@@ -254,8 +243,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     setup_logging(training_args)
     check_model(model_args)
     compared = compare.runs(training_args, run_args.compare_baseline)
-    resumes = [check_output_dir(args.output_dir, run_args.overwrite_output_dir, args.resume_from_checkpoint)
-               for _, args in compared]
+    resumes = {args.output_dir: check_output_dir(args.output_dir, run_args.overwrite_output_dir, args.resume_from_checkpoint)
+               for _, args in compared}
     pairs = load_pairs(data_args, training_args.seed)
     check_pairs(pairs, model_args, training_args)
     logger.info("data: %s (%d train / %d eval pairs)", pairs[0].source, len(pairs[0]), len(pairs[1]))
@@ -266,16 +255,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         logger.info("columns: image %r, caption %r%s", data_args.csv_img_key if csv else data_args.image_column,
                     data_args.csv_caption_key if csv else data_args.caption_column,
                     f", label {label!r}: " + ", ".join(f"{c!r}->{i}" for i, c in enumerate(classes)) if label else "")
-    results = {}
-    for (name, args), resume in zip(compared, resumes):
-        compare.announce(name, args)
-        results[name] = train_one(model_args, data_args, args, pairs, resume)
-    if not run_args.compare_baseline:
-        return results[None]
     description = model_args.model_name_or_path or data.OFFLINE_MODELS.get(model_args.model, model_args.model)
-    compare.report(compared, results, f"{description} on {pairs[0].source}",
-                   extra={"model": description, "data": pairs[0].source})
-    return results
+    return compare.run_all(compared, lambda args: train_one(model_args, data_args, args, pairs, resumes[args.output_dir]),
+                           f"{description} on {pairs[0].source}", extra={"model": description, "data": pairs[0].source})
 
 
 def check_model(model_args: ModelArguments):
@@ -295,7 +277,7 @@ def check_model(model_args: ModelArguments):
 
 
 def cli(argv: Optional[List[str]] = None):
-    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --traceback shows it)."""
     return run_cli(main, "run_clip.py", argv)
 
 

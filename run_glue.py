@@ -27,8 +27,8 @@ from transformers import (
 )
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer
-from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args,
-                       resume_checkpoint, run_cli, setup_logging)
+from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positive, check_training_args, flag_argv,
+                       parse_script_args, resume_checkpoint, run_cli, script_parser, setup_logging)
 from tasks import compare
 from tasks.glue import (TASKS, GlueInputError, check_tokenizer_files, columns_and_labels, compute_metrics_fn,
                         drop_empty_texts, get_task, glue_metrics, has_labels, load_model, load_raw_datasets, max_length)
@@ -38,13 +38,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_OUTPUT_DIR = os.path.join("output", "glue")
 # The embedded default: the regime where MaskSub's effect shows (small data, long schedule: the
 # baseline overfits, its eval loss climbing after a few epochs) and both runs fit ~10 minutes on 2 CPU
-# cores: 400 training sentences x 8 epochs of 16, evaluated every epoch. docs/RESULTS.md: the 5-seed benchmark.
+# cores: 400 training sentences x 8 epochs of 16, evaluated every epoch on the first 500 validation sentences
+# (bench/quality.py's text-long regime, whose 5 seeds docs/RESULTS.md reports).
 EMBEDDED_DEFAULTS = {
     "task_name": "movie-sentiment",
     "do_train": True,
     "do_eval": True,
     "do_predict": True,
     "max_train_samples": 400,
+    "max_eval_samples": 500,
     "num_train_epochs": 8,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
@@ -162,8 +164,8 @@ class RunArguments:
 
 # ---- arguments --------------------------------------------------------------------------------
 def build_parser() -> ArgumentParser:
-    return ArgumentParser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments),
-                          description=__doc__.split("\n\n")[0], prog=os.path.basename(__file__))
+    return script_parser((ModelArguments, DataTrainingArguments, MaskSubConfig, RunArguments), __doc__, __file__,
+                         {"output_dir": DEFAULT_OUTPUT_DIR}, EMBEDDED_DEFAULTS, "With no model, task or data file")
 
 
 def parse_args(argv: Optional[List[str]] = None, **overrides):
@@ -189,17 +191,11 @@ def parse_args(argv: Optional[List[str]] = None, **overrides):
             values = {"output_dir": DEFAULT_OUTPUT_DIR, **(EMBEDDED_DEFAULTS if embedded else {}), **given, **overrides}
             parsed = parser.parse_dict(values)
         else:
-            first = parser.parse_args_into_dataclasses(args=["--output_dir", DEFAULT_OUTPUT_DIR] + argv)
-            embedded = not any(getattr(a, k, None) for a in first[:2] for k in SELECTORS)
-            defaults = {"output_dir": DEFAULT_OUTPUT_DIR, **(EMBEDDED_DEFAULTS if embedded else {})}
-            parsed = parser.parse_args_into_dataclasses(args=_argv(defaults) + argv + _argv(overrides))
+            parsed = parse_script_args(parser, argv + flag_argv(overrides),
+                                       lambda given: {} if given & set(SELECTORS) else EMBEDDED_DEFAULTS)
     except ValueError as err:  # MaskSubConfig / TrainingArguments validation
         raise GlueInputError(str(err).strip().splitlines()[0]) from None
     return parsed
-
-
-def _argv(values: Dict) -> List[str]:
-    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
 
 
 # ---- one run ----------------------------------------------------------------------------------
@@ -333,18 +329,12 @@ def main(argv: Optional[List[str]] = None):
         raise GlueInputError(str(err)) from None
     if data_args.task_name:
         get_task(data_args.task_name)
-    results = {}
-    for name, args in compared:
-        compare.announce(name, args)
-        results[name] = run(model_args, data_args, args, run_args)
-    if not run_args.compare_baseline:
-        return results[None]
-    compare.report(compared, results, data_args.task_name or "your data")
-    return results
+    return compare.run_all(compared, lambda args: run(model_args, data_args, args, run_args),
+                           data_args.task_name or "your data")
 
 
 def cli(argv: Optional[List[str]] = None):
-    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --traceback shows it)."""
     return run_cli(main, "run_glue.py", argv)
 
 

@@ -31,8 +31,8 @@ from transformers import (
 from masksub_hf import MaskSubConfig
 from tasks import compare
 from tasks import image as data
-from tasks.cli import (ArgumentParser, check_positive, check_training_args, resume_checkpoint, run_cli, setup_logging,
-                       warn)
+from tasks.cli import (ArgumentParser, check_positive, check_training_args, parse_script_args, resume_checkpoint, run_cli,
+                       script_parser, setup_logging, warn)
 
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,15 @@ SMALL_VIT = ("image_size=28,patch_size=7,num_channels=1,hidden_size=96,num_hidde
 # The offline default's budget: the regime where MaskSub's effect shows (4,000 training images x 40
 # epochs: the baseline overfits, its eval loss rising late in training), both runs ~10 minutes on 2 CPU
 # cores. Any flag given on the command line wins over these. docs/RESULTS.md: the 5-seed benchmark.
-OFFLINE_DEFAULT = {
-    "--compare_baseline": "true", "--torch_threads": "1", "--model_type": "vit", "--config_overrides": SMALL_VIT,
-    "--max_train_samples": "4000", "--max_eval_samples": "5000", "--num_train_epochs": "40",
-    "--per_device_train_batch_size": "128", "--per_device_eval_batch_size": "500", "--learning_rate": "2e-3",
-    "--weight_decay": "0.05", "--lr_scheduler_type": "cosine", "--warmup_steps": "0.05", "--random_crop_scale": "1.0",
-    "--eval_strategy": "steps", "--eval_steps": "0.05", "--logging_steps": "0.02", "--save_strategy": "epoch",
-    "--save_total_limit": "1", "--report_to": "none",
+EMBEDDED_DEFAULTS = {
+    "compare_baseline": "true", "torch_threads": "1", "model_type": "vit", "config_overrides": SMALL_VIT,
+    "max_train_samples": "4000", "max_eval_samples": "5000", "num_train_epochs": "40",
+    "per_device_train_batch_size": "128", "per_device_eval_batch_size": "500", "learning_rate": "2e-3",
+    "weight_decay": "0.05", "lr_scheduler_type": "cosine", "warmup_steps": "0.05", "random_crop_scale": "1.0",
+    "eval_strategy": "steps", "eval_steps": "0.05", "logging_steps": "0.02", "save_strategy": "epoch",
+    "save_total_limit": "1", "report_to": "none",
 }
+MODEL_FLAGS = ("model_name_or_path", "config_overrides", "model_type")  # a model of the user's replaces the small ViT
 
 
 @dataclass
@@ -114,8 +115,16 @@ class RunArguments:
 
 
 def build_parser() -> ArgumentParser:
-    return ArgumentParser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig),
-                          description=__doc__.split("\n\n")[0], prog=os.path.basename(__file__))
+    return script_parser((ModelArguments, DataTrainingArguments, RunArguments, MaskSubConfig), __doc__, __file__,
+                         {"output_dir": DEFAULT_OUTPUT_DIR}, EMBEDDED_DEFAULTS,
+                         "With no --dataset_name, --train_dir or --validation_dir")
+
+
+def embedded_flags(given: set) -> dict:
+    """The embedded default run's flags when no data is named; with a model of the user's, not the small ViT's."""
+    if given & {"dataset_name", "train_dir", "validation_dir"}:
+        return {}
+    return {k: v for k, v in EMBEDDED_DEFAULTS.items() if not (given & set(MODEL_FLAGS) and k in MODEL_FLAGS)}
 
 
 def parse_args(argv=None):
@@ -128,15 +137,7 @@ def parse_args(argv=None):
             return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
         except json.JSONDecodeError as err:
             raise ValueError(f"{argv[0]} is not a JSON object of arguments: {err}.") from None
-    given = {a.split("=")[0] for a in argv if a.startswith("--")}
-    if not given & {"--dataset_name", "--train_dir", "--validation_dir"}:
-        own_model = given & {"--model_name_or_path", "--config_overrides", "--model_type"}
-        preset = [x for k, v in OFFLINE_DEFAULT.items()
-                  if k not in given and not (k in ("--model_type", "--config_overrides") and own_model) for x in (k, v)]
-        argv = preset + argv
-    if "--output_dir" not in given:
-        argv += ["--output_dir", DEFAULT_OUTPUT_DIR]
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_script_args(parser, argv, embedded_flags)
 
 
 def build_model(model_args, labels):
@@ -306,22 +307,15 @@ def main(argv=None):
             training_args.masksub_loss = "sigmoid" if data_args.bce_loss else "softmax"
         training_args.average_tokens_across_devices = False  # our loss is a per-batch mean
 
-    resumes = [resume_point(args.output_dir, args, run_args.overwrite_output_dir) for _, args in compared]
-
-    results = {}
-    for (name, args), resume in zip(compared, resumes):
-        compare.announce(name, args)
-        results[name] = train_one(model_args, data_args, args, splits, resume)
-    if not run_args.compare_baseline:
-        return results[None]
+    resumes = {args.output_dir: resume_point(args.output_dir, args, run_args.overwrite_output_dir) for _, args in compared}
     data_name = "Fashion-MNIST" if offline else (data_args.dataset_name or data_args.train_dir)
     model_name = model_args.model_name_or_path or f"{model_args.model_type} trained from scratch"
-    compare.report(compared, results, f"{data_name}, {model_name}")
-    return results
+    return compare.run_all(compared, lambda args: train_one(model_args, data_args, args, splits, resumes[args.output_dir]),
+                           f"{data_name}, {model_name}")
 
 
 def cli(argv=None):
-    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --debug shows it)."""
+    """Bad input ends in one line on stderr and exit status 2, not a traceback (tasks/cli.py; --traceback shows it)."""
     return run_cli(main, "run_image.py", argv)
 
 

@@ -1,12 +1,13 @@
 """The MaskSub knobs, as TrainingArguments fields so one HfArgumentParser reads them all."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 from typing import Optional
 
 from transformers import TrainingArguments
 
 from .losses import RELAXED_LOSSES as LOSS_REGISTRY
 from .nonfinite import NONFINITE_MODES, validate_nonfinite
-from .sub_types import MASKSUB_TYPES
+from .sub_types import MASKSUB_TYPES, types_help
 
 DEFAULT_RATIO = 0.5  # the paper's, for mask, drop and path alike
 RELAXED_LOSSES = ("auto",) + tuple(LOSS_REGISTRY)
@@ -38,10 +39,7 @@ class MaskSubConfig(TrainingArguments):
     masksub_type: str = field(
         default="auto",
         metadata={
-            "help": "Sub-branch perturbation: 'auto' (default) takes the setting bench/quality.py measured best for "
-            "the model's kind and head (logged in one line; python -m masksub_hf.plan MODEL shows it), 'mask' "
-            "drops a share of the input tokens (MaskSub), 'drop' raises every dropout (DropSub), 'path' adds "
-            "drop-path to every residual block (PathSub), 'none' trains as plain Trainer does.",
+            "help": types_help(),
             "choices": list(MASKSUB_TYPES),
         },
     )
@@ -96,3 +94,15 @@ class MaskSubConfig(TrainingArguments):
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
         validate_nonfinite(self.masksub_nonfinite, self.masksub_nonfinite_max_skips)
         super().__post_init__()
+
+
+PLAIN_TRAINING_ARGUMENTS = {"masksub_type": "mask", "masksub_ratio": DEFAULT_RATIO}  # the paper's method
+
+
+def settings_of(args):
+    """The MaskSub fields of a Trainer's args: MaskSubConfig's own, or for plain TrainingArguments MaskSubConfig's
+    defaults with the paper's type and ratio (README: 'Given plain TrainingArguments...')."""
+    if isinstance(args, MaskSubConfig):
+        return args
+    defaults = {f.name: f.default for f in fields(MaskSubConfig) if f.name.startswith("masksub_")}
+    return SimpleNamespace(**{**defaults, **PLAIN_TRAINING_ARGUMENTS})

@@ -62,8 +62,11 @@ class NonFiniteGuard:
     def _nonfinite_setup(self):
         if hasattr(self, "_nonfinite_mode"):
             return
-        self._nonfinite_mode = getattr(self.args, "masksub_nonfinite", None) or self.nonfinite_default()
-        self._nonfinite_max_skips = getattr(self.args, "masksub_nonfinite_max_skips", 10)
+        from .config import settings_of  # config imports this module's modes
+
+        settings = settings_of(self.args)
+        self._nonfinite_mode = settings.masksub_nonfinite or self.nonfinite_default()
+        self._nonfinite_max_skips = settings.masksub_nonfinite_max_skips
         validate_nonfinite(self._nonfinite_mode, self._nonfinite_max_skips)
         self._nonfinite_found = None  # first bad loss of the current optimizer step: (branch, value)
         self._nonfinite_skipped = 0
@@ -72,7 +75,9 @@ class NonFiniteGuard:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if getattr(self.args, "masksub_nonfinite", None) == "skip" and getattr(self, "is_deepspeed_enabled", False):
+        from .config import settings_of
+
+        if settings_of(self.args).masksub_nonfinite == "skip" and getattr(self, "is_deepspeed_enabled", False):
             raise ValueError("--masksub_nonfinite skip cannot skip a DeepSpeed step (its engine steps itself); "
                              "use --masksub_nonfinite stop.")
 

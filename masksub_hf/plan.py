@@ -17,6 +17,7 @@ from typing import Iterable, Optional
 from torch import nn
 
 from .config import MASKSUB_TYPES
+from .sub_types import listed
 from .models import FAMILIES, base_model_of, find_family
 from .models.base import GENERIC, TYPES
 from .recommend import choose, explain, readme_table as auto_table
@@ -65,9 +66,10 @@ def load_for_plan(name_or_path: str) -> nn.Module:
 
 def readme_table() -> str:
     """The supported-models table of the README, from the registry (what the code knows is what it says)."""
-    rows = ["| family | `mask` does | `drop` | `path` |", "|---|---|---|---|"]
+    head = [f"`{t}`" for t in TYPES]
+    rows = [f"| family | {head[0]} does | {' | '.join(head[1:])} |", "|---" * (len(TYPES) + 1) + "|"]
     for family in FAMILIES + [GENERIC]:
-        rows.append(f"| {family.name} | {family.mask_doc} | {family.drop_doc} | {family.path_doc} |")
+        rows.append(f"| {family.name} | {' | '.join(getattr(family, f'{t}_doc') for t in TYPES)} |")
     return "\n".join(rows)
 
 
@@ -76,7 +78,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="a local model directory (config.json) or a hub id")
     parser.add_argument("--masksub_type", "--masksub-type", choices=[t for t in MASKSUB_TYPES if t != "none"],
-                        help="only this type (default: all three; auto's pick is always shown)")
+                        help=f"only this type (default: {listed(last='and')}; auto's pick is always shown)")
     parser.add_argument("--masksub_ratio", "--masksub-ratio", type=float, default=0.5,
                         help="the ratio the plan assumes, in [0, 1) (default 0.5)")
     parser.add_argument("--readme-table", action="store_true", help="print the README's supported-models table")
@@ -96,8 +98,10 @@ def main(argv=None):
         return 2
     try:
         model = load_for_plan(a.model)
-    except (OSError, ValueError) as err:
-        print(f"{parser.prog}: error: cannot read a model config from {a.model!r}: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # one line: transformers' hub errors span several
+        where = "" if os.path.exists(a.model) else "no such local directory, and as a hub id: "
+        print(f"{parser.prog}: error: cannot read a model config from {a.model!r}: {where}{' '.join(str(err).split())}",
+              file=sys.stderr)
         return 2
     print(plan(model, [a.masksub_type] if a.masksub_type else None, a.masksub_ratio))
     return 0

@@ -101,7 +101,8 @@ def explain(where: Tuple[str, str], choice: Choice, passed: List[str] = (), rati
             picked = f"{choice.masksub_type} at {ratio:g} (your --masksub_ratio; auto's is {choice.ratio:g})"
     verdict = "a gain established" if choice.established else "no gain established in this domain"
     fell = "".join(f" ({p})" for p in passed)
-    return (f"masksub_type auto: {where[1]} on a {where[0]} model -> {picked}{fell}; {verdict}: {choice.evidence} "
+    article = "an" if where[0][:1] in "aeiou" else "a"
+    return (f"masksub_type auto: {where[1]} on {article} {where[0]} model -> {picked}{fell}; {verdict}: {choice.evidence} "
             f"({RESULTS})")
 
 

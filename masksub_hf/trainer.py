@@ -14,7 +14,7 @@ from transformers import Trainer
 
 from . import recommend
 from .checkpoints import ResumeFromCompleteCheckpoint
-from .config import DEFAULT_RATIO, validate
+from .config import DEFAULT_RATIO, settings_of, validate
 from .losses import RELAXED_LOSSES, resolve_loss_name
 from .models import base_model_of, find_family
 from .models.base import as_sub_batch
@@ -63,12 +63,11 @@ class MaskSubMixin(ResumeFromCompleteCheckpoint, NonFiniteGuard):
             raise TypeError(f"{type(self).__name__}: MaskSubMixin adds MaskSub to a transformers.Trainer subclass; "
                             "combine it with one: class T(MaskSubMixin, Trainer).")
         super().__init__(*args, **kwargs)
-        self.masksub_type = getattr(self.args, "masksub_type", "mask")
-        self.masksub_ratio = getattr(self.args, "masksub_ratio", DEFAULT_RATIO)
-        if self.masksub_ratio is None and self.masksub_type != "auto":
+        settings = settings_of(self.args)
+        self.masksub_type, self.masksub_ratio = settings.masksub_type, settings.masksub_ratio
+        if self.masksub_ratio is None and self.masksub_type != "auto":  # args changed after their __post_init__
             self.masksub_ratio = DEFAULT_RATIO
-        self.masksub_loss = getattr(self.args, "masksub_loss", "auto")
-        self.masksub_plain = getattr(self.args, "masksub_plain", False)
+        self.masksub_loss, self.masksub_plain = settings.masksub_loss, settings.masksub_plain
         validate(self.masksub_type, self.masksub_ratio, self.masksub_loss)
         self.family = None
         base = base_model_of(self.accelerator.unwrap_model(self.model))

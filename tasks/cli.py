@@ -2,7 +2,7 @@
 
 - `run_cli`: a user error (bad flag, file, column, label, model, setting) ends the program with ONE
   line, `prog: error: message`, and exit status 2; a run stopped on a non-finite loss or gradient
-  ends with one line and status 3. `--debug` (or MASKSUB_HF_TRACEBACK=1) shows the full traceback.
+  ends with one line and status 3. `--traceback` (or MASKSUB_HF_TRACEBACK=1) shows the full traceback.
 - `ArgumentParser`: HfArgumentParser whose parse errors and unknown flags are one-line user errors
   (with the closest known flag), instead of a usage dump of every TrainingArguments field.
 - `check_training_args`: what can be checked before any data or model is loaded.
@@ -10,6 +10,7 @@
   last COMPLETE checkpoint (masksub_hf/checkpoints.py); one writer per output_dir (a lock), and
   --overwrite_output_dir removes an earlier run's checkpoints so none of them is resumed later.
 """
+import argparse
 import difflib
 import errno
 import fcntl
@@ -22,7 +23,7 @@ import sysconfig
 import tempfile
 import traceback
 import warnings
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from transformers import HfArgumentParser
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 USER_ERRORS = (ValueError, OSError)  # OSError: missing files, unwritable paths, models that cannot be loaded
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OWN_CODE = tuple(os.path.join(ROOT, name) for name in ("masksub_hf" + os.sep, "tasks" + os.sep, "run_"))
-DEBUG_OPTIONS = ("underflow_overflow", "tpu_metrics_debug")  # TrainingArguments' own --debug values
+TRACEBACK_FLAG = "--traceback"
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
 
@@ -57,36 +58,37 @@ def one_line(err: BaseException) -> str:
     return text
 
 
-def _split_debug(argv: List[str]):
-    """A bare --debug is ours; `--debug underflow_overflow` stays TrainingArguments'."""
-    kept, debug = [], False
-    for i, arg in enumerate(argv):
-        following = argv[i + 1] if i + 1 < len(argv) else ""
-        if arg == "--debug" and not any(following.startswith(o) for o in DEBUG_OPTIONS):
-            debug = True
-        else:
-            kept.append(arg)
-    return kept, debug
+def _split_traceback(argv: List[str]):
+    """--traceback is ours (not a TrainingArguments field), taken out before the dataclasses parse the rest;
+    a bare --debug, which Trainer's --debug (debug features, one or more values) would refuse with argparse's
+    'expected at least one argument', is refused naming this flag."""
+    if argv and argv[-1] == "--debug" or any(a == "--debug" and b.startswith("--") for a, b in zip(argv, argv[1:])):
+        raise UsageError("--debug is Trainer's (--debug underflow_overflow | tpu_metrics_debug); for the full "
+                         f"traceback of an error, use {TRACEBACK_FLAG} (or set MASKSUB_HF_TRACEBACK=1)")
+    kept = [arg for arg in argv if arg != TRACEBACK_FLAG]
+    return kept, len(kept) != len(argv)
 
 
 def run_cli(main, prog: str, argv: Optional[List[str]] = None):
     """Call main(argv) and end bad input with one line on stderr: status 2 for user errors (flags, files,
     columns, labels, models, settings, a perturbation the model did not take, a library refusing the data before
     training: user_caused; a full disk, whatever library raised it), 3 for a run stopped on a non-finite loss or
-    gradient norm, 130 on Ctrl-C; a defect keeps its traceback, said to be one. With --debug or
+    gradient norm, 130 on Ctrl-C; a defect keeps its traceback, said to be one. With --traceback or
     MASKSUB_HF_TRACEBACK=1 every traceback is shown."""
     from masksub_hf.nonfinite import NonFiniteTrainingError
 
-    argv, debug = _split_debug(list(sys.argv[1:] if argv is None else argv))
-    debug = debug or bool(os.environ.get("MASKSUB_HF_TRACEBACK"))
+    debug = bool(os.environ.get("MASKSUB_HF_TRACEBACK"))
+    argv = list(sys.argv[1:] if argv is None else argv)
     show = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *a, **k: (
         f"{prog}: warning: {message}\n" if issubclass(category, InputWarning) else show(message, category, *a, **k))
     try:
+        argv, asked = _split_traceback(argv)
+        debug = debug or asked
         return main(argv)
     except SystemExit as done:
         if done.code == 0 and ("-h" in argv or "--help" in argv):
-            print("\n  --debug               Show the full traceback when the run ends in an error (or set "
+            print(f"\n  {TRACEBACK_FLAG:<22}Show the full traceback when the run ends in an error (or set "
                   "MASKSUB_HF_TRACEBACK=1).")
         raise
     except NonFiniteTrainingError as err:
@@ -113,7 +115,7 @@ def run_cli(main, prog: str, argv: Optional[List[str]] = None):
         if library:  # another library's own error type: named, with the library
             text = f"{text if text.startswith(type(err).__name__) else type(err).__name__ + ': ' + text} (raised by " \
                    f"{library} reading what it was given)"
-        hint = "" if isinstance(err, UsageError) else " (--debug shows the traceback)"
+        hint = "" if isinstance(err, UsageError) else f" ({TRACEBACK_FLAG} shows the traceback)"
         print(f"{prog}: error: {text}{hint}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     finally:
@@ -183,6 +185,7 @@ class ArgumentParser(HfArgumentParser):
 
     def __init__(self, dataclass_types, **kwargs):
         kwargs.setdefault("usage", "%(prog)s [--flag value ...]  (this script's flags, then MaskSub's, then Trainer's)")
+        kwargs.setdefault("allow_abbrev", False)  # a prefix (--learning) must not silently stand for a flag
         super().__init__(dataclass_types, **kwargs)
         from dataclasses import fields
 
@@ -213,9 +216,34 @@ class ArgumentParser(HfArgumentParser):
             return f"unexpected argument(s) {' '.join(remaining)}; every value follows its --flag (see --help)."
         hints = []
         for flag in flags:
-            close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+            close = [k for k in known if k.startswith(flag)][:1] or difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
             hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
         return f"unknown flag(s): {', '.join(hints)}; see --help."
+
+
+def script_parser(dataclass_types, doc: str, prog: str, defaults: Dict, embedded: Dict, when: str) -> ArgumentParser:
+    """An entry script's parser: --help opens with the script's description and the flags its embedded default run
+    adds (`when`: "With no --train_data"), and shows the script's own defaults (not TrainingArguments')."""
+    description = (f"{doc.split(chr(10) * 2)[0]} {when}: the embedded default, "
+                   + ", ".join(f"--{k} {v}" for k, v in embedded.items()) + ".")
+    parser = ArgumentParser(dataclass_types, prog=os.path.basename(prog), description=description)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def parse_script_args(parser: ArgumentParser, argv: List[str], embedded: Callable[[Set[str]], Dict]):
+    """argv over the parser's defaults and over `embedded(given)`, the flags of the embedded default run (or none)
+    for the set of fields the command line gives, read as the parser reads it: every spelling counts
+    (--train-data as --train_data). The user's flags come last, so they win."""
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions if a.dest != argparse.SUPPRESS})
+    namespace, _ = parser.parse_known_args(argv, namespace=namespace)
+    given = {dest for dest, value in vars(namespace).items() if value is not unset}
+    return parser.parse_args_into_dataclasses(args=flag_argv(embedded(given)) + argv)
+
+
+def flag_argv(values: Dict) -> List[str]:
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
 
 
 # ---- checks before any data or model is loaded ---------------------------------------------------

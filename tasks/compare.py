@@ -3,7 +3,7 @@ of one command, each in its own subdirectory, then comparison.json, one table an
 import json
 import os
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from masksub_hf.sub_types import RUN_NAMES, listed
 
@@ -18,16 +18,29 @@ def runs(training_args, compare: bool) -> List[Tuple[Optional[str], object]]:
         raise ValueError(f"--compare_baseline trains a baseline beside MaskSub: give --masksub_type {listed()} "
                          "(or pass --compare_baseline false).")
     root, baseline = training_args.output_dir, RUN_NAMES["none"]
-    name = "plain" if getattr(training_args, "masksub_plain", False) else RUN_NAMES[training_args.masksub_type]
+    name = "plain" if training_args.masksub_plain else RUN_NAMES[training_args.masksub_type]
     return [(baseline, replace(training_args, output_dir=os.path.join(root, baseline), masksub_type="none",
                                masksub_plain=False)),
             (name, replace(training_args, output_dir=os.path.join(root, name)))]
 
 
+def run_all(compared, train: Callable[[object], Dict], caption: str, extra: Optional[Dict] = None):
+    """Each run of `compared` through train(args), announced; after a comparison, the report. Returns the one run's
+    metrics, or {name: metrics} for a comparison."""
+    results = {}
+    for name, args in compared:
+        announce(name, args)
+        results[name] = train(args)
+    if list(results) == [None]:
+        return results[None]
+    report(compared, results, caption, extra)
+    return results
+
+
 def announce(name: Optional[str], args) -> None:
     """The line that opens each run of a comparison (nothing for a single run)."""
     if name:
-        plain = ", plain" if getattr(args, "masksub_plain", False) else ""
+        plain = ", plain" if args.masksub_plain else ""
         print(f"\n=== {name}: --masksub_type {args.masksub_type}{plain} -> {args.output_dir}", flush=True)
 
 

@@ -66,7 +66,7 @@ def stopped(raiser, capsys, argv=()):
 
 def test_user_errors_exit_2_in_one_line(capsys):
     code, lines = stopped(ValueError("bad thing\n  second line"), capsys)
-    assert code == 2 and lines == ["prog.py: error: bad thing second line (--debug shows the traceback)"]
+    assert code == 2 and lines == ["prog.py: error: bad thing second line (--traceback shows the traceback)"]
     code, lines = stopped(FileNotFoundError(2, "No such file or directory", "x.csv"), capsys)
     assert code == 2 and lines[-1].startswith("prog.py: error: [Errno 2] No such file or directory: 'x.csv'")
 
@@ -78,12 +78,16 @@ def test_non_finite_stop_exits_3_and_interrupt_130(capsys):
     assert code == 130 and "rerun the same command to resume" in lines[-1]
 
 
-def test_debug_keeps_trainingarguments_own_debug_values():
+def test_traceback_flag_is_ours_and_debug_stays_trainers(capsys):
     seen = []
     run_cli(lambda argv: seen.append(argv), "prog.py", ["--debug", "underflow_overflow", "--seed", "1"])
     assert seen == [["--debug", "underflow_overflow", "--seed", "1"]]
-    with pytest.raises(RuntimeError):  # a bare --debug is ours: errors keep their traceback
-        run_cli(lambda argv: (_ for _ in ()).throw(RuntimeError("boom")), "prog.py", ["--debug"])
+    with pytest.raises(RuntimeError):  # --traceback is taken out of argv, and errors keep their traceback
+        run_cli(lambda argv: (_ for _ in ()).throw(RuntimeError(f"boom {argv}")), "prog.py", ["--traceback"])
+    for argv in (["--debug"], ["--debug", "--seed", "1"]):  # a bare --debug: one line naming --traceback
+        with pytest.raises(SystemExit) as done:
+            run_cli(lambda argv: None, "prog.py", argv)
+        assert done.value.code == 2 and "use --traceback" in capsys.readouterr().err
 
 
 def test_a_stray_value_is_one_line():

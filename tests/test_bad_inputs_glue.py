@@ -329,19 +329,19 @@ def test_a_model_the_mask_cannot_take_is_refused_before_training(argv, tiny_bert
 
 
 # ---- the error path itself --------------------------------------------------------------------------
-def test_debug_flag_and_env_var_show_the_traceback(argv, monkeypatch, capsys):
+def test_traceback_flag_and_env_var_show_the_traceback(argv, monkeypatch, capsys):
     flags = argv("--task_name", "sst2", "--do_train", "--learning_rate", "-1")
     with pytest.raises(ValueError, match="--learning_rate must be a positive number"):
-        run_glue.cli(flags + ["--debug"])
+        run_glue.cli(flags + ["--traceback"])
     monkeypatch.setenv("MASKSUB_HF_TRACEBACK", "1")
     with pytest.raises(ValueError, match="--learning_rate must be a positive number"):
         run_glue.cli(flags)
 
 
-def test_help_mentions_debug(capsys):
+def test_help_mentions_traceback(capsys):
     with pytest.raises(SystemExit) as done:
         run_glue.cli(["--help"])
-    assert done.value.code == 0 and "--debug" in capsys.readouterr().out
+    assert done.value.code == 0 and "--traceback" in capsys.readouterr().out
 
 
 # ---- labels named or written carelessly ------------------------------------------------------------

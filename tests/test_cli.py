@@ -43,19 +43,44 @@ def test_one_compare_flag_with_one_behaviour_in_every_script(script):
     assert compare("--compare_baseline") is True
     assert compare("--compare_baseline", "false") is False
     assert compare() is False  # on your own data: one run unless asked
+    with pytest.raises(ValueError, match=r"--compare \(did you mean --compare_baseline\?\)"):
+        compare("--compare")  # a prefix is not taken for a flag: named, with the flag it is short for
 
 
-def test_run_clip_help_shows_the_defaults_it_uses():
-    import run_clip
+@pytest.mark.parametrize("script", ["run_glue", "run_clip", "run_image"])
+def test_the_data_flag_in_either_spelling_turns_the_embedded_default_off(script):
+    """--train-data is --train_data: naming your data in either spelling must not leave the embedded default
+    run's budget (max steps, sample caps, the comparison) on your run."""
+    import importlib
 
-    parser = run_clip.build_parser()
+    module = importlib.import_module(script)
+    flag, embedded_key = {"run_glue": ("--train-file", "max_train_samples"), "run_clip": ("--train-data", "max_steps"),
+                          "run_image": ("--train-dir", "max_train_samples")}[script]
+    own = [a for a in module.parse_args([flag, "t.csv", "--output_dir", "o"]) if hasattr(a, embedded_key)][0]
+    embedded = [a for a in module.parse_args(["--output_dir", "o"]) if hasattr(a, embedded_key)][0]
+    assert getattr(own, embedded_key) != getattr(embedded, embedded_key)
+    assert str(getattr(embedded, embedded_key)) == str(module.EMBEDDED_DEFAULTS[embedded_key])
+
+
+@pytest.mark.parametrize("script, defaults, embedded", [
+    ("run_clip", (("--learning_rate", 0.0001), ("--per_device_train_batch_size", 32), ("--save_strategy", "no"),
+                  ("--output_dir", "output/clip")), "With no --train_data or --dataset_name: the embedded default, "
+                                                    "--max_steps 100"),
+    ("run_glue", (("--output_dir", "output/glue"),), "With no model, task or data file: the embedded default, "
+                                                     "--task_name movie-sentiment"),
+    ("run_image", (("--output_dir", "output/image"),), "the embedded default, --compare_baseline true"),
+])
+def test_help_shows_the_defaults_each_script_uses(script, defaults, embedded):
+    import importlib
+
+    parser = importlib.import_module(script).build_parser()
     text = " ".join(parser.format_help().split())
-    for flag, value in (("--learning_rate", 0.0001), ("--per_device_train_batch_size", 32),
-                        ("--save_strategy", "no"), ("--output_dir", "output/clip")):
+    for flag, value in defaults:
         assert parser._option_string_actions[flag].default == value, flag
         assert f"(default: {value})" in text, flag
-    assert "(default: 5e-05)" not in text  # TrainingArguments' learning rate is not what this script uses
-    assert "embedded default, --max_steps 100" in text
+    assert embedded in text.split(" options: ")[0]  # the embedded default run's flags, in the description
+    if script == "run_clip":
+        assert "(default: 5e-05)" not in text  # TrainingArguments' learning rate is not what this script uses
 
 
 @pytest.mark.parametrize("raised", [
@@ -120,7 +145,7 @@ def test_an_error_is_the_inputs_or_a_defect_by_where_it_comes_from(capsys, tmp_p
     # an error of this project's own code that is not one of its checks: a defect, with its traceback
     from tasks import cli
 
-    done, err = _run_cli_on(lambda argv: cli._split_debug(None), capsys)
+    done, err = _run_cli_on(lambda argv: cli._split_traceback(None), capsys)
     assert isinstance(done, TypeError) and "internal error: TypeError" in err and "a defect" in err
 
 

@@ -33,10 +33,15 @@ def test_inspect_says_why_a_type_is_refused_as_the_trainer_does(tmp_path, capsys
     assert "refused" not in plan(tiny_bert(), ["drop"])
 
 
-def test_inspect_of_a_missing_directory_is_one_line(tmp_path, capsys):
+def test_inspect_of_a_missing_directory_is_one_line(tmp_path, capsys, monkeypatch):
     assert main([str(tmp_path / "nothing-here")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{tmp_path / 'nothing-here'}: no such directory" in err and "hub" not in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a bare name may be a hub id: said so, in one line
+    monkeypatch.chdir(tmp_path)
+    assert main(["no-such-model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no-such-model': no such local directory, and as a hub id:" in err
 
 
 def test_inspect_refuses_a_ratio_out_of_range_and_takes_dashed_flags(tmp_path, capsys):

@@ -28,3 +28,10 @@ def test_every_list_of_types_is_the_registry():
     rows = [line.split()[0] for line in plan(tiny_bert()).splitlines()[3:]]
     assert rows == list(TYPES)  # the plan: auto's line, then one row per perturbation
     assert sub_types.listed() == "mask, drop or path"
+    from masksub_hf.plan import readme_table
+
+    header = readme_table().splitlines()[0].split("|")[2:-1]  # the README's model table: one column per type
+    assert [cell.split("`")[1] for cell in header] == list(TYPES)
+    assert all(f"`{t}`" in cell for t, cell in zip(TYPES, header))
+    flag_help = HfArgumentParser(MaskSubConfig)._option_string_actions["--masksub_type"].help
+    assert all(f"'{t}' {p.help}" in flag_help for t, p in sub_types.PERTURBATIONS.items())  # --help, per type

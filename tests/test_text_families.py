@@ -576,3 +576,18 @@ def test_multiple_choice_trains_with_mask_and_logs_both_losses(tok, movie_review
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(h["loss_main"] > 0 and h["loss_sub"] > 0 for h in logs)
     assert seen[0] == 24 and seen[1] < 24  # every choice of the sub-branch is shorter
+
+
+def test_pair_mask_keeps_each_kept_tokens_segment(tok, movie_reviews):
+    """Sentence pairs (MRPC/RTE-shaped): a kept token keeps its own token type id, so the sub-branch still sees
+    which sentence each kept token came from; both segments keep tokens."""
+    model = MODELS["bert"]()
+    firsts, seconds = [t for t, _ in movie_reviews[:6]], [t for t, _ in movie_reviews[6:12]]
+    batch = dict(tok(firsts, seconds, padding=True, return_tensors="pt"))
+    with torch.no_grad(), find_family(model).mask(model, batch, 0.5) as sub:
+        model(**sub)
+    for b in range(len(firsts)):
+        cols = sub.index[b][sub.kept[b]]
+        kept_types = sub["token_type_ids"][b, : len(cols)]
+        assert torch.equal(kept_types, batch["token_type_ids"][b, cols])
+        assert set(kept_types.tolist()) == {0, 1}
