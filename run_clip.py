@@ -20,7 +20,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import numpy as np
 from transformers import set_seed
 
 from masksub_hf import MaskSubConfig
@@ -28,7 +27,7 @@ from masksub_hf.models.open_clip_training import MODES, ClampLogitScale, OpenCLI
 from tasks import clip as data
 from tasks import clip_transformers, compare
 from tasks.cli import (ArgumentParser, check_positive, check_training_args, parse_script_args, resume_checkpoint, run_cli,
-                       script_parser, setup_logging, warn)
+                       script_parser, setup_logging)
 
 logger = logging.getLogger(__name__)
 
@@ -128,45 +127,6 @@ def build_parser() -> ArgumentParser:
                          "With no --train_data or --dataset_name")
 
 
-def _cap(pairs: data.Pairs, n: Optional[int], seed: int) -> data.Pairs:
-    if not n or n >= len(pairs):
-        return pairs
-    idx = np.random.default_rng(seed).permutation(len(pairs))[:n]
-    pick = lambda xs: [xs[i] for i in idx] if xs is not None else None  # noqa: E731
-    return data.Pairs(pick(list(pairs.images)), pick(pairs.captions), pick(pairs.labels), pairs.classnames, pairs.source)
-
-
-def _split(pairs: data.Pairs, fraction: float, seed: int):
-    idx = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * fraction))
-    part = lambda ids: data.Pairs([pairs.images[i] for i in ids], [pairs.captions[i] for i in ids],  # noqa: E731
-                                  None if pairs.labels is None else [pairs.labels[i] for i in ids],
-                                  pairs.classnames, pairs.source)
-    return part(idx[n_val:]), part(idx[:n_val])
-
-
-def load_pairs(args: DataArguments, seed: int):
-    """(train, eval) pairs from CSV, a Hugging Face dataset, or the Fashion-MNIST default."""
-    if args.train_data and args.dataset_name:
-        raise ValueError("Give either --train_data (CSV/TSV) or --dataset_name, not both.")
-    if args.train_data:
-        read = lambda p, flag: data.csv_pairs(p, args.csv_img_key, args.csv_caption_key,  # noqa: E731
-                                              args.csv_separator, args.csv_label_key, args.max_bad_images,
-                                              args.csv_encoding, flag)
-        train = read(args.train_data, "--train_data")
-        train, val = ((train, read(args.val_data, "--val_data")) if args.val_data
-                      else _split(train, args.val_fraction, seed))
-    elif args.dataset_name:
-        read = lambda split: data.hf_pairs(args.dataset_name, split, args.image_column, args.caption_column,  # noqa: E731
-                                           args.label_column, args.max_bad_images)
-        train = read(args.train_split)
-        train, val = (train, read(args.eval_split)) if args.eval_split else _split(train, args.val_fraction, seed)
-    else:
-        train = data.fashion_mnist_pairs("train", args.train_num_samples, seed)
-        val = data.fashion_mnist_pairs("test", args.val_num_samples, seed + 1)
-    return _cap(train, args.train_num_samples, seed), _cap(val, args.val_num_samples, seed)
-
-
 def check_output_dir(path: str, overwrite: bool, resume_from_checkpoint: Optional[str] = None) -> Optional[str]:
     """The checkpoint to resume from (tasks/cli.py: the last complete one, as rerunning a command should);
     a non-empty directory without one is refused unless --overwrite_output_dir."""
@@ -174,31 +134,6 @@ def check_output_dir(path: str, overwrite: bool, resume_from_checkpoint: Optiona
         return resume_checkpoint(path, resume_from_checkpoint, overwrite)
     except ValueError as err:
         raise FileExistsError(str(err)) from None
-
-
-def check_pairs(pairs, model_args: ModelArguments, training_args) -> None:
-    """What makes contrastive numbers meaningless: one pair per batch has no negatives (the loss is 0), and
-    recall over one held-out pair is always 1.0."""
-    train, val = pairs
-    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
-    if model_args.mode == "contrastive":
-        if batch < 2:
-            raise ValueError("--per_device_train_batch_size 1 gives each image no other caption to be told apart "
-                             "from, so the contrastive loss is 0 at every step; use at least 2.")
-        if len(train) < 2:
-            raise ValueError(f"{train.source}: {len(train)} training pair(s); contrastive training needs at least two.")
-        if len(train) % batch == 1 and len(train) > batch:
-            warn(f"{len(train)} training pairs in batches of {batch} leave a last batch of one pair, whose "
-                 "contrastive loss is 0; pass --dataloader_drop_last true to drop it.")
-    if model_args.mode == "classify" and train.classnames is not None and len(set(train.labels or [])) < 2:
-        raise ValueError(f"{train.source}: the training pairs hold {len(set(train.labels or []))} class; "
-                         "--mode classify needs at least two.")
-    if len(val) < 2:
-        raise ValueError(f"the evaluation set has {len(val)} pair(s), and recall over one pair is always 1.0; give "
-                         "--val_data (or --eval_split), or more data or a larger --val_fraction.")
-    if len(val) <= 10:
-        warn(f"the evaluation set has only {len(val)} pairs: recall@{5 if len(val) <= 5 else 10} is 1.0 by "
-             "construction; give more evaluation pairs for meaningful figures.")
 
 
 def build(model_args: ModelArguments, train: data.Pairs):
@@ -245,8 +180,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     compared = compare.runs(training_args, run_args.compare_baseline)
     resumes = {args.output_dir: check_output_dir(args.output_dir, run_args.overwrite_output_dir, args.resume_from_checkpoint)
                for _, args in compared}
-    pairs = load_pairs(data_args, training_args.seed)
-    check_pairs(pairs, model_args, training_args)
+    pairs = data.load_pairs(data_args, training_args.seed)
+    data.check_pairs(pairs, model_args.mode, training_args)
     logger.info("data: %s (%d train / %d eval pairs)", pairs[0].source, len(pairs[0]), len(pairs[1]))
     if data_args.train_data or data_args.dataset_name:
         csv = bool(data_args.train_data)

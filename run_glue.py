@@ -31,7 +31,8 @@ from tasks.cli import (ArgumentParser, check_metric_for_best_model, check_positi
                        parse_script_args, resume_checkpoint, run_cli, script_parser, setup_logging)
 from tasks import compare
 from tasks.glue import (TASKS, GlueInputError, check_tokenizer_files, columns_and_labels, compute_metrics_fn,
-                        drop_empty_texts, get_task, glue_metrics, has_labels, load_model, load_raw_datasets, max_length)
+                        drop_empty_texts, get_task, glue_metrics, has_labels, load_model, load_raw_datasets,
+                        tokenize_splits)
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +209,6 @@ def last_checkpoint(training_args, run_args) -> Optional[str]:
         raise GlueInputError(str(err)) from None
 
 
-def truncate(dataset, n):
-    return dataset.select(range(min(n, len(dataset)))) if n is not None else dataset
-
-
 def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     """Train / evaluate / predict as the HF script does; returns the metrics saved in all_results.json."""
     setup_logging(training_args)
@@ -226,31 +223,7 @@ def run(model_args, data_args, training_args, run_args) -> Dict[str, float]:
     raw = drop_empty_texts(raw, keys)
     tokenizer, model = load_model(model_args, task_name, is_regression, label_list)
 
-    max_seq_length = max_length(data_args, tokenizer, model.config, pair=keys[1] is not None)
-    padding = "max_length" if data_args.pad_to_max_length else False
-
-    def preprocess(examples):
-        texts = (examples[keys[0]],) if keys[1] is None else (examples[keys[0]], examples[keys[1]])
-        result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
-        if "label" in examples:  # a new column: datasets keeps an existing column's (csv: string) type
-            if is_regression:
-                result["labels"] = [float(v) for v in examples["label"]]
-            else:
-                result["labels"] = [-1 if v == -1 else label_to_id[v] for v in examples["label"]]
-        return result
-
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
-              "validation_mismatched": data_args.max_eval_samples, "test": data_args.max_predict_samples,
-              "test_mismatched": data_args.max_predict_samples}
-    with training_args.main_process_first(desc="dataset map pre-processing"):
-        data = {
-            split: truncate(ds, limits[split]).map(
-                preprocess, batched=True, load_from_cache_file=not data_args.overwrite_cache,
-                remove_columns=ds.column_names,
-                desc=f"Running tokenizer on {split}",
-            )
-            for split, ds in raw.items()
-        }
+    data = tokenize_splits(raw, keys, tokenizer, model.config, data_args, training_args, is_regression, label_to_id)
 
     trainer = MaskSubTrainer(
         model=model,

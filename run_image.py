@@ -20,19 +20,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    ViTImageProcessor,
-    set_seed,
-)
+from transformers import ViTImageProcessor, set_seed
 
 from masksub_hf import MaskSubConfig
 from tasks import compare
 from tasks import image as data
 from tasks.cli import (ArgumentParser, check_positive, check_training_args, parse_script_args, resume_checkpoint, run_cli,
-                       script_parser, setup_logging, warn)
+                       script_parser, setup_logging)
 
 
 logger = logging.getLogger(__name__)
@@ -140,87 +134,6 @@ def parse_args(argv=None):
     return parse_script_args(parser, argv, embedded_flags)
 
 
-def build_model(model_args, labels):
-    """(model, image_processor or None): pretrained from a hub id / directory, or a fresh config."""
-    label2id = {name: i for i, name in enumerate(labels)}
-    id2label = {i: name for i, name in enumerate(labels)}
-    common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
-    processor = None
-    if model_args.model_name_or_path in data.OFFLINE_IMAGE_MODELS:
-        model = data.offline_image_model(model_args.model_name_or_path, labels)
-        logger.info("%s: %s", model_args.model_name_or_path, data.OFFLINE_IMAGE_MODELS[model_args.model_name_or_path])
-        return model, None
-    if model_args.model_name_or_path:
-        config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=len(labels), label2id=label2id,
-                                            id2label=id2label, finetuning_task="image-classification", **common)
-        model = AutoModelForImageClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common)
-    else:
-        config = AutoConfig.for_model(model_args.model_type)
-        apply_overrides(config, model_args.config_overrides, model_args.model_type)
-        config.num_labels, config.label2id, config.id2label = len(labels), label2id, id2label
-        model = AutoModelForImageClassification.from_config(config)
-        logger.info("Built %s from scratch (%.2fM parameters)", type(model).__name__, model.num_parameters() / 1e6)
-    name = model_args.image_processor_name or model_args.model_name_or_path
-    unsaved = (not model_args.image_processor_name and name and os.path.isdir(name)
-               and not os.path.isfile(os.path.join(name, "preprocessor_config.json")))
-    if unsaved:  # a model saved without its image processor: build one from the config, as from scratch
-        warn(f"{name} has no preprocessor_config.json: the input size comes from the model's config and the "
-             "normalisation is mean = std = 0.5; pass --image_processor_name if the model was trained otherwise.")
-    elif name:
-        processor = AutoImageProcessor.from_pretrained(name, **common)
-    return model, processor
-
-
-def apply_overrides(config, overrides, model_type):
-    """--config_overrides as 'k=v,k=v' (transformers checks the keys) or a JSON object, whose keys must be
-    the config's too: a typo would otherwise be set as a new attribute and ignored."""
-    overrides = (overrides or "").strip()
-    if overrides.startswith("{"):
-        try:
-            values = json.loads(overrides)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"--config_overrides is not valid JSON ({err}).") from None
-        known = set(config.to_dict()) | {k for k in dir(config) if not k.startswith("_")}
-        unknown = [k for k in values if k not in known]
-        if unknown:
-            import difflib
-
-            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else "")
-                     for k in unknown]
-            raise ValueError(f"--config_overrides: {', '.join(hints)} is not a field of the {model_type} config.")
-        for key, value in values.items():
-            setattr(config, key, value)
-    elif overrides:
-        try:
-            config.update_from_string(overrides)
-        except ValueError as err:
-            raise ValueError(f"--config_overrides: {err}") from None
-
-
-def check_input_fits(model, size, channels, model_args):
-    """One forward pass in eval mode on a blank input of the size the transforms produce, before training:
-    an input the model cannot take (smaller than its patch size, another size than a ViT was built for) is
-    reported now with the flags that set it, not as a traceback from inside the model at step 1. It uses no
-    random numbers and changes no weight or statistic."""
-    patch = getattr(model.config, "patch_size", None)
-    patch = patch if isinstance(patch, int) else (patch[0] if isinstance(patch, (list, tuple)) and patch else None)
-    if patch and min(size) < patch:
-        raise ValueError(f"images of {size[0]}x{size[1]} pixels are smaller than the model's {patch}-pixel patches; "
-                         "raise --image_size (or image_size in --config_overrides).")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(pixel_values=torch.zeros(1, channels, *size))
-    except Exception as err:  # noqa: BLE001  (shape errors come as ValueError, RuntimeError, AssertionError)
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(f"the model cannot take {channels}x{size[0]}x{size[1]} inputs ({first}); make --image_size "
-                         "and the image_size/num_channels of --config_overrides (or the model's config) agree.") from None
-    finally:
-        model.train(was_training)
-
-
 def resume_point(output_dir, training_args, overwrite):
     """HF scripts' rule (tasks/cli.py): resume from the last complete checkpoint, refuse a non-empty
     directory without one."""
@@ -230,9 +143,9 @@ def resume_point(output_dir, training_args, overwrite):
 def train_one(model_args, data_args, training_args, splits, resume):
     """One run: model, transforms, trainer; returns the metrics written to all_results.json."""
     set_seed(training_args.seed)
-    model, processor = build_model(model_args, splits.labels)
+    model, processor = data.build_model(model_args, splits.labels)
     size, mean, std, channels = data.input_settings(model, processor, model_args.image_size)
-    check_input_fits(model, size, channels, model_args)
+    data.check_input_fits(model, size, channels)
     if processor is None:  # saved with the model so that it can be used with a pipeline later
         processor = ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=mean[:channels],
                                       image_std=std[:channels])

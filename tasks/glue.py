@@ -603,3 +603,30 @@ def load_model(model_args, task_name, is_regression, label_list):
         path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common
     )
     return tokenizer, model
+
+
+def tokenize_splits(raw, keys, tokenizer, model_config, data_args, training_args, is_regression: bool,
+                    label_to_id) -> Dict:
+    """{split: tokenized dataset}, each truncated to its --max_*_samples first: the HF script's preprocessing, with
+    labels as a new `labels` column (datasets keeps an existing column's type, a csv's strings)."""
+    max_seq_length = max_length(data_args, tokenizer, model_config, pair=keys[1] is not None)
+    padding = "max_length" if data_args.pad_to_max_length else False
+
+    def preprocess(examples):
+        texts = (examples[keys[0]],) if keys[1] is None else (examples[keys[0]], examples[keys[1]])
+        result = tokenizer(*texts, padding=padding, max_length=max_seq_length, truncation=True)
+        if "label" in examples:
+            if is_regression:
+                result["labels"] = [float(v) for v in examples["label"]]
+            else:
+                result["labels"] = [-1 if v == -1 else label_to_id[v] for v in examples["label"]]
+        return result
+
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "validation_mismatched": data_args.max_eval_samples, "test": data_args.max_predict_samples,
+              "test_mismatched": data_args.max_predict_samples}
+    with training_args.main_process_first(desc="dataset map pre-processing"):
+        return {split: (ds.select(range(min(limits[split], len(ds)))) if limits[split] is not None else ds).map(
+                    preprocess, batched=True, load_from_cache_file=not data_args.overwrite_cache,
+                    remove_columns=ds.column_names, desc=f"Running tokenizer on {split}")
+                for split, ds in raw.items()}

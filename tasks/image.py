@@ -1,9 +1,12 @@
-"""Image classification data for run_image.py: sources, transforms, Mixup/CutMix, loss and metric.
+"""Image classification for run_image.py: data sources, transforms, Mixup/CutMix, loss, metric and the model.
 
 Every source ends as the same thing: a sequence of {"image": PIL.Image, "label": int} plus the
 class names, so transforms, checks and the collator are written once. Images of any size or
 mode are converted (to the model's channels and input size) rather than rejected.
 """
+import difflib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -12,9 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import TrainerCallback
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, TrainerCallback
 
 from masksub_hf import MaskSubTrainer
+from tasks.cli import warn
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -387,3 +393,83 @@ def offline_image_model(name: str, labels: Sequence[str]):
     if set(missing) != {"classifier.weight", "classifier.bias"} or unexpected:  # only the new head may be missing
         raise RuntimeError(f"efficientnet-lite0: missing {missing}, unexpected {unexpected}")
     return model
+
+
+# ---- the model --------------------------------------------------------------------------------
+def build_model(model_args, labels):
+    """(model, image_processor or None): pretrained from a hub id / directory, or a fresh config."""
+    label2id = {name: i for i, name in enumerate(labels)}
+    id2label = {i: name for i, name in enumerate(labels)}
+    common = dict(cache_dir=model_args.cache_dir, revision=model_args.model_revision)
+    processor = None
+    if model_args.model_name_or_path in OFFLINE_IMAGE_MODELS:
+        model = offline_image_model(model_args.model_name_or_path, labels)
+        logger.info("%s: %s", model_args.model_name_or_path, OFFLINE_IMAGE_MODELS[model_args.model_name_or_path])
+        return model, None
+    if model_args.model_name_or_path:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=len(labels), label2id=label2id,
+                                            id2label=id2label, finetuning_task="image-classification", **common)
+        model = AutoModelForImageClassification.from_pretrained(
+            model_args.model_name_or_path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **common)
+    else:
+        config = AutoConfig.for_model(model_args.model_type)
+        apply_overrides(config, model_args.config_overrides, model_args.model_type)
+        config.num_labels, config.label2id, config.id2label = len(labels), label2id, id2label
+        model = AutoModelForImageClassification.from_config(config)
+        logger.info("Built %s from scratch (%.2fM parameters)", type(model).__name__, model.num_parameters() / 1e6)
+    name = model_args.image_processor_name or model_args.model_name_or_path
+    unsaved = (not model_args.image_processor_name and name and os.path.isdir(name)
+               and not os.path.isfile(os.path.join(name, "preprocessor_config.json")))
+    if unsaved:  # a model saved without its image processor: build one from the config, as from scratch
+        warn(f"{name} has no preprocessor_config.json: the input size comes from the model's config and the "
+             "normalisation is mean = std = 0.5; pass --image_processor_name if the model was trained otherwise.")
+    elif name:
+        processor = AutoImageProcessor.from_pretrained(name, **common)
+    return model, processor
+
+
+def apply_overrides(config, overrides, model_type):
+    """--config_overrides as 'k=v,k=v' (transformers checks the keys) or a JSON object, whose keys must be
+    the config's too: a typo would otherwise be set as a new attribute and ignored."""
+    overrides = (overrides or "").strip()
+    if overrides.startswith("{"):
+        try:
+            values = json.loads(overrides)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config_overrides is not valid JSON ({err}).") from None
+        known = set(config.to_dict()) | {k for k in dir(config) if not k.startswith("_")}
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, known, 1)) else "")
+                     for k in unknown]
+            raise ValueError(f"--config_overrides: {', '.join(hints)} is not a field of the {model_type} config.")
+        for key, value in values.items():
+            setattr(config, key, value)
+    elif overrides:
+        try:
+            config.update_from_string(overrides)
+        except ValueError as err:
+            raise ValueError(f"--config_overrides: {err}") from None
+
+
+def check_input_fits(model, size, channels):
+    """One forward pass in eval mode on a blank input of the size the transforms produce, before training:
+    an input the model cannot take (smaller than its patch size, another size than a ViT was built for) is
+    reported now with the flags that set it, not as a traceback from inside the model at step 1. It uses no
+    random numbers and changes no weight or statistic."""
+    patch = getattr(model.config, "patch_size", None)
+    patch = patch if isinstance(patch, int) else (patch[0] if isinstance(patch, (list, tuple)) and patch else None)
+    if patch and min(size) < patch:
+        raise ValueError(f"images of {size[0]}x{size[1]} pixels are smaller than the model's {patch}-pixel patches; "
+                         "raise --image_size (or image_size in --config_overrides).")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(pixel_values=torch.zeros(1, channels, *size))
+    except Exception as err:  # noqa: BLE001  (shape errors come as ValueError, RuntimeError, AssertionError)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"the model cannot take {channels}x{size[0]}x{size[1]} inputs ({first}); make --image_size "
+                         "and the image_size/num_channels of --config_overrides (or the model's config) agree.") from None
+    finally:
+        model.train(was_training)

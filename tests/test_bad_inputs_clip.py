@@ -51,11 +51,11 @@ def test_one_pair_hold_out(configs, digit_csv, tmp_path, capsys):  # noqa: F811
 
 def test_small_evaluation_set_and_a_last_batch_of_one_warn(digit_csv):  # noqa: F811
     pairs = data.csv_pairs(str(digit_csv), "filepath", "title", "\t", "label")
-    train, val = run_clip._split(pairs, 0.1, 0)  # 87 train / 9 held out
+    train, val = data.split_pairs(pairs, 0.1, 0)  # 87 train / 9 held out
     model_args, _, _, training_args = run_clip.parse_args(["--train_data", "x", "--per_device_train_batch_size", "2",
                                                            "--output_dir", "unused", "--use_cpu"])
     with pytest.warns(InputWarning) as record:
-        run_clip.check_pairs((train, val), model_args, training_args)
+        data.check_pairs((train, val), model_args.mode, training_args)
     warned(record, "only 9 pairs: recall@10 is 1.0 by construction")
     warned(record, "87 training pairs in batches of 2 leave a last batch of one pair", "--dataloader_drop_last")
 
