@@ -155,10 +155,10 @@ PRESETS = {
         domain="text", task="movie-pairs", train=400, argv=text_argv("movie-pairs", 8),
         arms=TEXT_ARMS, lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy",
         curve="eval_accuracy",
-        about="MiniLM-L6 on movie-pairs, the sentence-pair path (RTE/MRPC-shaped, BUILT: two real movie-review "
-              "snippets of one split whose human scores differ by >= 1; is the first the more positive?), 400 "
+        about="MiniLM-L6 on movie-pairs, the sentence-pair path (RTE/MRPC-shaped, BUILT: a positive and a negative "
+              "real movie-review snippet of one split in random order; is the first the positive one?), 400 "
               "training pairs (a per-seed random subset) x 8 epochs; the first 500 validation pairs every epoch, "
-              "all 683 test pairs at the end"),
+              "all 959 test pairs at the end"),
     "text-short": dict(
         domain="text", task="movie-sentiment", train=400, argv=text_argv("movie-sentiment", 3),
         arms=["baseline", "masksub"], lr_grid=[5e-5], metrics=TEXT_METRICS, select="eval_accuracy",

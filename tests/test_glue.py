@@ -177,21 +177,21 @@ def test_movie_sentiment_split_is_seeded_saved_and_shared(tmp_path):
     assert idx["validation"] <= score_idx and len(score_idx) == 1000  # same sentences, neutral ones kept
 
 
-def test_movie_pairs_are_built_within_each_split_and_ordered_by_their_scores(base_args, tmp_path):
+def test_movie_pairs_are_built_within_each_split_from_opposite_sentiments(base_args, tmp_path):
     from tasks.assets import movie_reviews
-    from tasks.glue import MIN_PAIR_GAP
 
     score = dict(movie_reviews())
     files = movie_split_files("movie-pairs", root=tmp_path)
     assert movie_split_files("movie-pairs", root=tmp_path) == files
     split_sentences = {k: {r["sentence"] for r in map(json.loads, open(v))}
-                       for k, v in movie_split_files("movie-sentiment-score", root=tmp_path).items()}
+                       for k, v in movie_split_files("movie-sentiment", root=tmp_path).items()}
     for split, path in files.items():
         rows = [json.loads(line) for line in open(path)]
-        assert len(rows) > 500 and 0.45 < sum(r["label"] for r in rows) / len(rows) < 0.55
+        assert len(rows) == len(split_sentences[split])  # one pair per polar snippet
+        assert 0.45 < sum(r["label"] for r in rows) / len(rows) < 0.55
         for r in rows:
             first, second = score[r["sentence1"]], score[r["sentence2"]]
-            assert abs(first - second) >= MIN_PAIR_GAP and r["label"] == int(first > second)
+            assert first * second < 0 and r["label"] == int(first > 0)  # one positive, one negative
             assert {r["sentence1"], r["sentence2"]} <= split_sentences[split]  # no sentence crosses splits
     res = run_glue.main(base_args(steps=2) + ["--task_name", "movie-pairs", "--train_file", files["train"],
                                               "--validation_file", files["validation"], "--do_train", "--do_eval",
