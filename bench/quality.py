@@ -159,8 +159,8 @@ PRESETS = {
         "(400 steps of 16), so a regulariser meets a model that sees more text and fits it less"),
     "pair-long": text_preset(
         "movie-pairs", 400, 8,
-        "MiniLM-L6 on movie-pairs, the sentence-pair path (RTE/MRPC-shaped, BUILT: a positive and a negative "
-        "real movie-review snippet of one split in random order; is the first the positive one?), 400 "
+        "MiniLM-L6 on movie-pairs, the sentence-pair path (RTE/MRPC-shaped, BUILT: a real movie-review snippet "
+        "and a distractor snippet of the same split; is the first positive?), 400 "
         "training pairs (a per-seed random subset) x 8 epochs; the first 500 validation pairs every epoch, "
         "all 959 test pairs at the end"),
     "text-short": text_preset(

@@ -86,11 +86,6 @@ def run_cli(main, prog: str, argv: Optional[List[str]] = None):
         argv, asked = _split_traceback(argv)
         debug = debug or asked
         return main(argv)
-    except SystemExit as done:
-        if done.code == 0 and ("-h" in argv or "--help" in argv):
-            print(f"\n  {TRACEBACK_FLAG:<22}Show the full traceback when the run ends in an error (or set "
-                  "MASKSUB_HF_TRACEBACK=1).")
-        raise
     except NonFiniteTrainingError as err:
         if debug:
             raise
@@ -187,6 +182,9 @@ class ArgumentParser(HfArgumentParser):
         kwargs.setdefault("usage", "%(prog)s [--flag value ...]  (this script's flags, then MaskSub's, then Trainer's)")
         kwargs.setdefault("allow_abbrev", False)  # a prefix (--learning) must not silently stand for a flag
         super().__init__(dataclass_types, **kwargs)
+        # run_cli takes it out of argv before parsing; declared here so that --help lists it with the script's flags
+        self.add_argument(TRACEBACK_FLAG, action="store_true", default=argparse.SUPPRESS,
+                          help="Show the full traceback when the run ends in an error (or set MASKSUB_HF_TRACEBACK=1).")
         from dataclasses import fields
 
         from transformers import TrainingArguments
