@@ -29,6 +29,7 @@ both arms of a pair alike. Runs use one torch thread (steady timings on a shared
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import random
@@ -211,11 +212,15 @@ PRESETS = {
 
 # ---- one run ------------------------------------------------------------------------------------
 def text_files(task, n, seed, root):
-    """Per-seed training subset (n sentences drawn with the seed) and the full validation / test splits."""
+    """Per-seed training subset (n sentences drawn with the seed) and the full validation / test splits. The
+    subset's name carries a digest of the training split it was drawn from, so a rebuilt split (a task whose
+    construction changed) never meets a subset of the old one."""
     from tasks.glue import movie_split_files
 
     files = movie_split_files(task)
-    path = os.path.join(root, "data", f"{task}-n{n}-seed{seed}.jsonl")
+    with open(files["train"], "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    path = os.path.join(root, "data", f"{task}-n{n}-seed{seed}-{digest}.jsonl")
     if not os.path.exists(path):
         with open(files["train"]) as f:
             lines = f.readlines()

@@ -116,3 +116,20 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     assert calls == []
     with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
         quality.main(args + ["--lr", "1e-3"])
+
+
+def test_a_rebuilt_split_never_meets_a_subset_of_the_old_one(tmp_path, monkeypatch):
+    """Per-seed training subsets are cached; one drawn from a split that has since been rebuilt (a task whose
+    construction changed) must not be reused: it would train on the old task and evaluate on the new one."""
+    import quality
+    import tasks.glue
+
+    split = {name: tmp_path / f"{name}.jsonl" for name in ("train", "validation", "test")}
+    for name, path in split.items():
+        path.write_text("".join(f'{{"sentence": "old {name} {i}", "label": 0}}\n' for i in range(10)))
+    monkeypatch.setattr(tasks.glue, "movie_split_files", lambda task: {k: str(v) for k, v in split.items()})
+    old = quality.text_files("movie-pairs", 4, 0, str(tmp_path / "root"))
+    split["train"].write_text("".join(f'{{"sentence": "new train {i}", "label": 1}}\n' for i in range(10)))
+    new = quality.text_files("movie-pairs", 4, 0, str(tmp_path / "root"))
+    assert new[1] != old[1] and all('"new train' in line for line in open(new[1]))
+    assert quality.text_files("movie-pairs", 4, 0, str(tmp_path / "root")) == new  # reused while the split stands
