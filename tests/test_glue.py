@@ -162,6 +162,15 @@ def test_without_task_name_columns_and_labels_are_inferred(base_args, movie_revi
     assert {line.split("\t")[1] for line in open(tmp_path / "out" / "predict_results_glue.txt").read().splitlines()[1:]} <= {"neg", "pos"}
 
 
+def test_a_changed_construction_builds_new_split_files(tmp_path, monkeypatch):
+    import tasks.glue
+
+    files = movie_split_files("movie-sentiment", root=tmp_path)
+    monkeypatch.setattr(tasks.glue, "SPLIT_SIZES", {"validation": 900, "test": 1000})  # what a changed build does
+    rebuilt = movie_split_files("movie-sentiment", root=tmp_path)
+    assert rebuilt["train"] != files["train"] and sum(1 for _ in open(rebuilt["validation"])) < 900
+
+
 def test_movie_sentiment_split_is_seeded_saved_and_shared(tmp_path):
     files = movie_split_files("movie-sentiment", root=tmp_path)
     stamp = {k: os.path.getmtime(v) for k, v in files.items()}
