@@ -43,8 +43,9 @@ IMAGE = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66
                              "clip-classify-cnn (pretrained CNN): +0.28 [-0.63, +1.19], 3/5", established=True)]
 # Pretrained text: no arm is established on accuracy; the best measured over 5 seeds is DropSub at 0.3.
 TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accuracy points, 4/5 seeds (final validation "
-                            "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69], 5 seeds; path 0.1 -0.10 [-1.29, +1.08], 5 seeds; "
-                            "mask 0.5 -0.69 [-1.48, +0.11], 5 seeds; mask 0.25 -0.89, 2 seeds")]
+                            "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69]; path 0.1 -0.10 [-1.29, +1.08]; path 0.3 "
+                            "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.5 -0.69 [-1.48, +0.11] (5 seeds "
+                            "each); mask 0.25 -0.89, 2 seeds")]
 TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 5 seeds; "
                                        "mask 0.5 worse (-0.0158 [-0.0233, -0.0082], 0/5 at lr 1e-4; -0.041, 0/2 at "
                                        "2e-4), smooth-L1 mask -0.006 on seed 0")]
