@@ -169,6 +169,11 @@ def build_parser() -> ArgumentParser:
                          {"output_dir": DEFAULT_OUTPUT_DIR}, EMBEDDED_DEFAULTS, "With no model, task or data file")
 
 
+def embedded_flags(given: set) -> Dict:
+    """The embedded default run's flags when no model, task or data file is named (argv or a .json file)."""
+    return {} if given & set(SELECTORS) else EMBEDDED_DEFAULTS
+
+
 def parse_args(argv: Optional[List[str]] = None, **overrides):
     """(model, data, training, run) arguments: the user's argv (or one .json file) over our defaults,
     with the embedded defaults when no model, task or data file is named."""
@@ -188,12 +193,10 @@ def parse_args(argv: Optional[List[str]] = None, **overrides):
         given = None
     try:
         if given is not None:
-            embedded = not any(given.get(k) for k in SELECTORS)
-            values = {"output_dir": DEFAULT_OUTPUT_DIR, **(EMBEDDED_DEFAULTS if embedded else {}), **given, **overrides}
-            parsed = parser.parse_dict(values)
+            named = {k for k, v in given.items() if v}
+            parsed = parser.parse_dict({"output_dir": DEFAULT_OUTPUT_DIR, **embedded_flags(named), **given, **overrides})
         else:
-            parsed = parse_script_args(parser, argv + flag_argv(overrides),
-                                       lambda given: {} if given & set(SELECTORS) else EMBEDDED_DEFAULTS)
+            parsed = parse_script_args(parser, argv + flag_argv(overrides), embedded_flags)
     except ValueError as err:  # MaskSubConfig / TrainingArguments validation
         raise GlueInputError(str(err).strip().splitlines()[0]) from None
     return parsed
