@@ -25,7 +25,7 @@ both arms of a pair alike. Runs use one torch thread (steady timings on a shared
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --arms masksub-r0.25 masksub-r0.75
     python bench/quality.py --preset image-long --seeds 0 1 2 3 4 --report_only --plot docs/image_long.png
-    python bench/quality.py --summary          # every preset's headline, paired by seed: the README's table
+    python bench/quality.py --summary          # every headline row paired by seed, then what is still to run
 """
 import argparse
 import glob
@@ -157,13 +157,17 @@ PRESETS = {
     "text-large": text_preset(
         "movie-sentiment", 1600, 4,
         "the text-long setting on 4x the data: 1,600 training sentences (a per-seed random subset) x 4 epochs "
-        "(400 steps of 16), so a regulariser meets a model that sees more text and fits it less"),
+        "(400 steps of 16), so a regulariser meets a model that sees more text and fits it less; the arms are "
+        "text-long's best (drop 0.3) and the paper's (mask 0.5): the full grid ran on text-long",
+        arms=["baseline", "masksub", "dropsub-p0.3"]),
     "pair-long": text_preset(
         "movie-pairs", 400, 8,
         "MiniLM-L6 on movie-pairs, the sentence-pair path (RTE/MRPC-shaped, BUILT: a real movie-review snippet "
         "and a distractor snippet of the same split; is the first positive?), 400 "
         "training pairs (a per-seed random subset) x 8 epochs; the first 500 validation pairs every epoch, "
-        "all 959 test pairs at the end"),
+        "all 959 test pairs at the end; arms: mask 0.5 (tokens dropped with their token type ids: the pair "
+        "path) and text-long's best, drop 0.3",
+        arms=["baseline", "masksub", "dropsub-p0.3"]),
     "text-short": text_preset(
         "movie-sentiment", 400, 3,
         "the text-long setting, 3 epochs instead of 8 (the contrast: where text-long's baseline has its lowest "
@@ -207,6 +211,11 @@ PRESETS = {
         curve="eval_zeroshot_accuracy",
         about="small ViT image tower from scratch + pretrained MiniLM-L6, contrastive on template captions (patch "
               "dropping), otherwise as clip-classify-cnn"),
+    "clip-contrastive-vit-long": dict(
+        domain="clip", argv=clip_argv("vit-scratch-minilm", "contrastive", 1000), arms=["baseline", "masksub"],
+        lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
+        curve="eval_zeroshot_accuracy",
+        about="clip-contrastive-vit run to a plateau: 1,000 steps of 32 instead of 300, evaluated every 100 steps"),
 }
 
 
@@ -338,9 +347,11 @@ def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
             grid.insert(0, float(f"{best / 2:.3g}"))
         else:
             break
-        print(f"best rate {best:g} at the grid's edge: extending the grid to {grid[0]:g} .. {grid[-1]:g}", flush=True)
-    print(f"learning rate for every arm (baseline's best on seed {tune_seed}, by {p['select']}): {best:g}  "
-          f"[{', '.join(f'{k:g}: {v:.4f}' for k, v in scores.items())}]", flush=True)
+        if run:
+            print(f"best rate {best:g} at the grid's edge: extending the grid to {grid[0]:g} .. {grid[-1]:g}", flush=True)
+    if run:
+        print(f"learning rate for every arm (baseline's best on seed {tune_seed}, by {p['select']}): {best:g}  "
+              f"[{', '.join(f'{k:g}: {v:.4f}' for k, v in scores.items())}]", flush=True)
     return best
 
 
@@ -428,9 +439,25 @@ def report(root, preset, seeds, arms, work=None):
     return "\n".join(lines)
 
 
-def summary(root, seeds):
+def still_to_run(root, seeds, tune_seed):
+    """Per preset, what its table lacks: the baseline's learning-rate grid while its best rate is unknown or at an
+    edge, and each of the preset's arms' missing seeds (rerunning the preset trains exactly these)."""
+    lines = []
+    for name, p in PRESETS.items():
+        todo = [] if tuned_lr(root, name, tune_seed, run=False) is not None else ["the baseline's learning-rate grid"]
+        for arm in p["arms"]:
+            missing = [s for s in seeds if not os.path.exists(os.path.join(root, name, arm, f"seed{s}.json"))]
+            if missing:
+                todo.append(f"{arm} seeds {' '.join(map(str, missing))}")
+        if todo:
+            lines.append(f"- {name}: {'; '.join(todo)}")
+    return "\n".join(["", "Still to run (`python bench/quality.py --preset PRESET` trains only these):"] + lines
+                     if lines else ["", "Every preset has every arm on every seed."])
+
+
+def summary(root, seeds, tune_seed=100):
     """One row per preset and arm that has results: the headline metric paired by seed with the baseline (the
-    README's results table, printed from the runs rather than copied by hand)."""
+    README's results table, printed from the runs rather than copied by hand); then what is still to run."""
     lines = ["| preset | arm | headline metric | seeds | baseline | arm | paired diff [95% CI] | wins | verdict |",
              "|---|---|---|---:|---:|---:|---|---:|---|"]
     for name, p in PRESETS.items():
@@ -447,7 +474,7 @@ def summary(root, seeds):
             lines.append(f"| {name} | {arm} | {title} | {n} | {cell(b)} | {cell(a)} | {stats.fmt(ci['mean'], digits, True)} "
                          f"[{stats.fmt(ci['low'], digits, True)}, {stats.fmt(ci['high'], digits, True)}] | {wins}/{n} | "
                          f"{stats.verdict(ci, higher)} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + still_to_run(root, seeds, tune_seed)
 
 
 def plot(root, preset, seed, arms, path):
@@ -478,11 +505,11 @@ def main(argv=None):
     parser.add_argument("--plot", help="PNG comparing the arms of the first seed (masksub_hf.plot)")
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
-                        "under --output_dir (for --seeds) and exit")
+                        "under --output_dir (for --seeds), then what is still to run, and exit")
     args = parser.parse_args(argv)
     work = args.work_dir or (args.output_dir if args.output_dir != parser.get_default("output_dir") else "output/quality")
     if args.summary:
-        text = summary(args.output_dir, args.seeds)
+        text = summary(args.output_dir, args.seeds, args.tune_seed)
         print(text)
         return text
     if args.list or not args.preset:

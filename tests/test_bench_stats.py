@@ -111,6 +111,15 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     table = quality.main(["--summary", "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)])
     assert table.splitlines()[2].startswith("| image-long | masksub | test accuracy (%) | 3 | 80.00 ± 0.00 | 82.00 ± 1.00 "
                                             "| +2.00 [-0.48, +4.48] | 3/3 | not established (CI includes 0) |")
+    assert "\n- image-long" not in table  # complete: grid inside its edges, every arm on every seed
+    assert "\n- text-long: the baseline's learning-rate grid; baseline seeds 0 1 2; masksub seeds 0 1 2;" in table
+    os.remove(tmp_path / "image-long" / "masksub" / "seed1.json")
+    os.remove(tmp_path / "image-long" / "tune-lr0.004" / "seed100.json")
+    table = quality.summary(str(tmp_path), [0, 1, 2])
+    assert "\n- image-long: the baseline's learning-rate grid; masksub seeds 1\n" in table
+    calls.clear()
+    quality.main(args)  # trains exactly what the list named
+    assert sorted(calls) == [("baseline", 100, 4e-3), ("masksub", 1, 2e-3)]
     calls.clear()
     quality.main(args)  # everything finished: nothing trains again
     assert calls == []
