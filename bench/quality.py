@@ -455,25 +455,36 @@ def still_to_run(root, seeds, tune_seed):
                      if lines else ["", "Every preset has every arm on every seed."])
 
 
+def headline(root, preset, arm, seeds, rows=None):
+    """The preset's headline metric for `arm` against the baseline, paired over the seeds both have: the cells of
+    one --summary row, or None where no seed pairs."""
+    p = PRESETS[preset]
+    rows = rows or load(root, preset, ["baseline", arm], seeds)
+    base, by_seed = rows.get("baseline", {}), rows.get(arm, {})
+    common = sorted(s for s in by_seed if s in base)
+    if not common:
+        return None
+    key, title, scale, digits, higher = p["metrics"][0]
+    a, b = [by_seed[s][key] * scale for s in common], [base[s][key] * scale for s in common]
+    ci, (wins, n) = stats.paired_ci(a, b), stats.win_count(a, b, higher)
+    cell = lambda v: f"{stats.fmt(stats.mean_std(v)[0], digits)} ± {stats.fmt(stats.mean_std(v)[1], digits)}"  # noqa: E731
+    return dict(title=title, n=n, baseline=cell(b), arm=cell(a), wins=f"{wins}/{n}", verdict=stats.verdict(ci, higher),
+                diff=f"{stats.fmt(ci['mean'], digits, True)} [{stats.fmt(ci['low'], digits, True)}, "
+                     f"{stats.fmt(ci['high'], digits, True)}]")
+
+
 def summary(root, seeds, tune_seed=100):
     """One row per preset and arm that has results: the headline metric paired by seed with the baseline (the
     README's results table, printed from the runs rather than copied by hand); then what is still to run."""
     lines = ["| preset | arm | headline metric | seeds | baseline | arm | paired diff [95% CI] | wins | verdict |",
              "|---|---|---|---:|---:|---:|---|---:|---|"]
-    for name, p in PRESETS.items():
+    for name in PRESETS:
         rows = load(root, name, [a for a in ARMS if not a.startswith("tune-")], seeds)
-        base = rows.get("baseline", {})
-        key, title, scale, digits, higher = p["metrics"][0]
-        for arm, by_seed in rows.items():
-            common = sorted(s for s in by_seed if s in base)
-            if arm == "baseline" or not common:
-                continue
-            a, b = [by_seed[s][key] * scale for s in common], [base[s][key] * scale for s in common]
-            ci, (wins, n) = stats.paired_ci(a, b), stats.win_count(a, b, higher)
-            cell = lambda v: f"{stats.fmt(stats.mean_std(v)[0], digits)} ± {stats.fmt(stats.mean_std(v)[1], digits)}"  # noqa: E731
-            lines.append(f"| {name} | {arm} | {title} | {n} | {cell(b)} | {cell(a)} | {stats.fmt(ci['mean'], digits, True)} "
-                         f"[{stats.fmt(ci['low'], digits, True)}, {stats.fmt(ci['high'], digits, True)}] | {wins}/{n} | "
-                         f"{stats.verdict(ci, higher)} |")
+        for arm in rows:
+            h = None if arm == "baseline" else headline(root, name, arm, seeds, rows)
+            if h:
+                lines.append(f"| {name} | {arm} | {h['title']} | {h['n']} | {h['baseline']} | {h['arm']} | {h['diff']} | "
+                             f"{h['wins']} | {h['verdict']} |")
     return "\n".join(lines) + "\n" + still_to_run(root, seeds, tune_seed)
 
 

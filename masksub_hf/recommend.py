@@ -26,6 +26,7 @@ class Choice:
     evidence: str
     established: bool = False  # the benchmark's interval excludes zero in the gain's favour
     loss: str = "auto"  # the relaxed loss, where the benchmark found one better than the head's default
+    measured: Optional[Tuple[str, str]] = None  # (preset, arm) of bench/results whose paired headline the evidence quotes
 
     def flags(self) -> str:
         if self.masksub_type == "none":
@@ -45,16 +46,16 @@ IMAGE = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66
 TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accuracy points, 4/5 seeds (final validation "
                             "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69]; path 0.1 -0.10 [-1.29, +1.08]; path 0.3 "
                             "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.5 -0.69 [-1.48, +0.11] (5 seeds "
-                            "each); mask 0.25 -0.89, 2 seeds")]
-TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 5 seeds; "
+                            "each); mask 0.25 -0.89, 2 seeds", measured=("text-long", "dropsub-p0.3"))]
+TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 3/5 seeds; "
                                        "mask 0.5 worse (-0.0158 [-0.0233, -0.0082], 0/5 at lr 1e-4; -0.041, 0/2 at "
-                                       "2e-4), smooth-L1 mask -0.006 on seed 0")]
+                                       "2e-4), smooth-L1 mask -0.006 on seed 0", measured=("score-long", "dropsub-p0.1"))]
 CLIP_CONTRASTIVE = [Choice("mask", 0.5, "clip-contrastive-vit: +0.26 [-2.13, +2.65] zero-shot accuracy points, 4/5; "
                                         "clip-contrastive-cnn: -0.94 [-2.58, +0.70], 1/5")]
 CLIP_CLASSIFY = [Choice("mask", 0.5, "clip-classify-vit-long (ViT image tower from scratch, 1,000 steps): +2.04 "
                                      "[+0.28, +3.80] test accuracy points, 5/5 seeds (at 300 steps +1.28, 4/5); "
                                      "clip-classify-cnn (pretrained CNN tower): +0.28 [-0.63, +1.19], 3/5",
-                        established=True)]
+                        established=True, measured=("clip-classify-vit-long", "masksub"))]
 
 
 

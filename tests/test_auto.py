@@ -1,6 +1,7 @@
 """--masksub_type auto: the measured table picks the type per model kind and head, says why in one line, and
 `inspect` and the README print the same table."""
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,19 @@ def test_every_choice_is_a_valid_setting():
         for c in ranked:
             assert c.masksub_type in MASKSUB_TYPES and c.loss in RELAXED_LOSSES
             validate(c.masksub_type, c.ratio, c.loss)
+
+
+def test_the_evidence_quotes_the_committed_benchmark_runs():
+    """auto's table must not drift from the runs it cites: each measured choice's paired headline, recomputed from
+    the committed bench/results, stands in its evidence, and `established` agrees with the interval."""
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    import quality
+
+    measured = [c for ranked in CHOICES.values() for c in ranked if c.measured]
+    assert len(measured) >= 3
+    for choice in measured:
+        head = quality.headline(str(root / "bench" / "results"), *choice.measured, seeds=[0, 1, 2, 3, 4])
+        assert head is not None and head["n"] == 5, choice.measured
+        assert f"{head['diff']}" in choice.evidence and f"{head['wins']} seeds" in choice.evidence, (choice.measured, head)
+        assert choice.established == head["verdict"].startswith("better"), (choice.measured, head["verdict"])
