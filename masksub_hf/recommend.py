@@ -48,8 +48,9 @@ TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accur
                             "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.5 -0.69 [-1.48, +0.11] (5 seeds "
                             "each); mask 0.25 -0.89, 2 seeds", measured=("text-long", "dropsub-p0.3"))]
 TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 3/5 seeds; "
-                                       "mask 0.5 worse (-0.0158 [-0.0233, -0.0082], 0/5 at lr 1e-4; -0.041, 0/2 at "
-                                       "2e-4), smooth-L1 mask -0.006 on seed 0", measured=("score-long", "dropsub-p0.1"))]
+                                       "path 0.1 level (-0.0049, 1/5); mask 0.5 worse on every seed, with the squared "
+                                       "error (-0.0422 [-0.0525, -0.0318], 0/5) and with smooth-L1 (-0.0192 [-0.0349, "
+                                       "-0.0035], 0/5)", measured=("score-long", "dropsub-p0.1"))]
 CLIP_CONTRASTIVE = [Choice("mask", 0.5, "clip-contrastive-vit: +0.26 [-2.13, +2.65] zero-shot accuracy points, 4/5; "
                                         "clip-contrastive-cnn: -0.94 [-2.58, +0.70], 1/5")]
 CLIP_CLASSIFY = [Choice("mask", 0.5, "clip-classify-vit-long (ViT image tower from scratch, 1,000 steps): +2.04 "
