@@ -283,10 +283,15 @@ def train_losses(run_dir, result=None):
     return [e.get("loss_main", e["loss"]) for e in history if "loss" in e]
 
 
+def result_path(root, preset, arm, seed):
+    """The small result file of one (preset, arm, seed) run: its presence means the run is done."""
+    return os.path.join(root, preset, arm, f"seed{seed}.json")
+
+
 def run_one(root, preset, arm, seed, lr, work=None):
     """The (preset, arm, seed) result, from its json when it exists, else trained now (its folder under `work`)
     and saved."""
-    done = os.path.join(root, preset, arm, f"seed{seed}.json")
+    done = result_path(root, preset, arm, seed)
     if os.path.exists(done):
         with open(done) as f:
             result = json.load(f)
@@ -336,7 +341,7 @@ def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
                 continue
             arm = f"tune-lr{lr:g}"
             ARMS.setdefault(arm, ARMS["baseline"])
-            path = os.path.join(root, preset, arm, f"seed{tune_seed}.json")
+            path = result_path(root, preset, arm, tune_seed)
             if not run and not os.path.exists(path):
                 return None
             scores[lr] = run_one(root, preset, arm, tune_seed, lr, work)[p["select"]]
@@ -360,7 +365,7 @@ def load(root, preset, arms, seeds):
     rows = {}
     for arm in arms:
         for seed in seeds:
-            path = os.path.join(root, preset, arm, f"seed{seed}.json")
+            path = result_path(root, preset, arm, seed)
             if os.path.exists(path):
                 with open(path) as f:
                     r = json.load(f)
@@ -446,7 +451,7 @@ def still_to_run(root, seeds, tune_seed):
     for name, p in PRESETS.items():
         todo = [] if tuned_lr(root, name, tune_seed, run=False) is not None else ["the baseline's learning-rate grid"]
         for arm in p["arms"]:
-            missing = [s for s in seeds if not os.path.exists(os.path.join(root, name, arm, f"seed{s}.json"))]
+            missing = [s for s in seeds if not os.path.exists(result_path(root, name, arm, s))]
             if missing:
                 todo.append(f"{arm} seeds {' '.join(map(str, missing))}")
         if todo:
