@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -493,6 +494,65 @@ def summary(root, seeds, tune_seed=100):
     return "\n".join(lines) + "\n" + still_to_run(root, seeds, tune_seed)
 
 
+def grid_line(root, preset, tune_seed):
+    """The baseline's learning-rate grid as run, its pick in bold: what every arm of the preset trains at."""
+    p = PRESETS[preset]
+    if "lr_from" in p:
+        return f"learning rate {tuned_lr(root, preset, tune_seed, run=False):g}, {p['lr_from']}'s"
+    best, scores = tuned_lr(root, preset, tune_seed, run=False), {}
+    if best is None:
+        return "learning rate not tuned yet"
+    for path in glob.glob(result_path(root, preset, "tune-lr*", tune_seed)):
+        with open(path) as f:
+            r = json.load(f)
+        scores[r["lr"]] = r[p["select"]]
+    _, title, scale, digits, _ = next(m for m in p["metrics"] if m[0] == p["select"])
+    cells = " / ".join(f"**{lr:g}** {stats.fmt(v * scale, digits)}" if lr == best else f"{lr:g} {stats.fmt(v * scale, digits)}"
+                       for lr, v in sorted(scores.items()))
+    return f"learning rate {best:g}, the baseline's best {title} on seed {tune_seed} over its grid: {cells}"
+
+
+def docs_block(root, preset, seeds, tune_seed=100):
+    """One preset's block of docs/RESULTS.md, generated from its committed runs: the command, the learning rate
+    and its grid, the headline and loss metrics paired by seed, and every seed's headline value."""
+    p = PRESETS[preset]
+    rows = load(root, preset, [a for a in ARMS if not a.startswith("tune-")], seeds)
+    metrics = [m for i, m in enumerate(p["metrics"]) if i == 0 or m[0] in ("eval_loss", "best_eval_loss")]
+    lines = [f"`python bench/quality.py --preset {preset} --seeds {' '.join(map(str, seeds))}`; "
+             + grid_line(root, preset, tune_seed) + "."]
+    if len(rows) > 1 and "baseline" in rows:
+        lines += ["", stats.paired_table(rows, metrics)]
+    if rows:
+        key, title, scale, digits, _ = p["metrics"][0]
+        lines += ["", f"Per seed, {title}:", ""]
+        lines += ["- " + s.strip() for s in stats.per_seed_line(rows, key, scale, digits)]
+    return "\n".join(lines)
+
+
+DOC_MARK = "<!-- quality:{}:{} -->"
+
+
+def write_docs(path, root, seeds, tune_seed=100, check=False):
+    """Regenerate every `<!-- quality:NAME:start/end -->` block of the doc at `path` (NAME a preset, or
+    still-to-run); with check, only return the names whose block differs from what the runs give."""
+    with open(path) as f:
+        text = f.read()
+    stale = []
+    for name in re.findall(r"<!-- quality:([\w.-]+):start -->", text):
+        start, end = DOC_MARK.format(name, "start"), DOC_MARK.format(name, "end")
+        head, rest = text.split(start, 1)
+        old, tail = rest.split(end, 1)
+        block = (still_to_run(root, seeds, tune_seed).strip().split("\n", 1)[-1] if name == "still-to-run"
+                 else docs_block(root, name, seeds, tune_seed))  # the list without --summary's heading
+        if old.strip() != block:
+            stale.append(name)
+        text = f"{head}{start}\n{block}\n{end}{tail}"
+    if not check:
+        with open(path, "w") as f:
+            f.write(text)
+    return stale
+
+
 def plot(root, preset, seed, arms, path):
     """`root`: the folder holding the runs' own folders (--work_dir)."""
     from masksub_hf.plot import plot_runs
@@ -522,7 +582,13 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
                         "under --output_dir (for --seeds), then what is still to run, and exit")
+    parser.add_argument("--write_docs", metavar="MD", help="regenerate the preset blocks (<!-- quality:PRESET:start "
+                        "-->) of this markdown file, e.g. docs/RESULTS.md, from the runs under --output_dir, and exit")
     args = parser.parse_args(argv)
+    if args.write_docs:
+        stale = write_docs(args.write_docs, args.output_dir, args.seeds, args.tune_seed)
+        print(f"{args.write_docs}: regenerated {', '.join(stale) or 'nothing (every block was current)'}")
+        return stale
     work = args.work_dir or (args.output_dir if args.output_dir != parser.get_default("output_dir") else "output/quality")
     if args.summary:
         text = summary(args.output_dir, args.seeds, args.tune_seed)
