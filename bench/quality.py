@@ -474,14 +474,19 @@ def headline(root, preset, arm, seeds, rows=None):
     a, b = [by_seed[s][key] * scale for s in common], [base[s][key] * scale for s in common]
     ci, (wins, n) = stats.paired_ci(a, b), stats.win_count(a, b, higher)
     cell = lambda v: f"{stats.fmt(stats.mean_std(v)[0], digits)} ± {stats.fmt(stats.mean_std(v)[1], digits)}"  # noqa: E731
-    return dict(title=title, n=n, baseline=cell(b), arm=cell(a), wins=f"{wins}/{n}", verdict=stats.verdict(ci, higher),
+    return dict(title=title, n=n, baseline=cell(b), arm=cell(a), wins=f"{wins}/{n}", verdict=stats.verdict(ci, higher), ci=ci,
                 diff=f"{stats.fmt(ci['mean'], digits, True)} [{stats.fmt(ci['low'], digits, True)}, "
                      f"{stats.fmt(ci['high'], digits, True)}]")
 
 
 def summary(root, seeds, tune_seed=100):
+    """The headline table, then what is still to run."""
+    return summary_table(root, seeds) + "\n" + still_to_run(root, seeds, tune_seed)
+
+
+def summary_table(root, seeds):
     """One row per preset and arm that has results: the headline metric paired by seed with the baseline (the
-    README's results table, printed from the runs rather than copied by hand); then what is still to run."""
+    README's results table, generated from the runs rather than copied by hand)."""
     lines = ["| preset | arm | headline metric | seeds | baseline | arm | paired diff [95% CI] | wins | verdict |",
              "|---|---|---|---:|---:|---:|---|---:|---|"]
     for name in PRESETS:
@@ -491,7 +496,7 @@ def summary(root, seeds, tune_seed=100):
             if h:
                 lines.append(f"| {name} | {arm} | {h['title']} | {h['n']} | {h['baseline']} | {h['arm']} | {h['diff']} | "
                              f"{h['wins']} | {h['verdict']} |")
-    return "\n".join(lines) + "\n" + still_to_run(root, seeds, tune_seed)
+    return "\n".join(lines)
 
 
 def grid_line(root, preset, tune_seed):
@@ -529,12 +534,63 @@ def docs_block(root, preset, seeds, tune_seed=100):
     return "\n".join(lines)
 
 
+def forest_rows(root, seeds):
+    """{headline metric: [(preset, arm, headline)]} for every arm paired with its baseline on 2+ seeds."""
+    panels = {}
+    for name in PRESETS:
+        rows = load(root, name, [a for a in ARMS if not a.startswith("tune-")], seeds)
+        for arm in rows:
+            h = None if arm == "baseline" else headline(root, name, arm, seeds, rows)
+            if h and h["n"] >= 2:
+                panels.setdefault(h["title"], []).append((name, arm, h))
+    return panels
+
+
+def forest(root, seeds, path):
+    """The summary as a picture: each arm's paired headline difference to its baseline with its 95% interval, one
+    panel per headline metric, green where the interval excludes 0 in the arm's favour, red against it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = forest_rows(root, seeds)
+    sizes = [len(r) for r in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.2 * len(panels) + 0.3 * sum(sizes)), squeeze=False,
+                             gridspec_kw={"height_ratios": sizes})
+    for ax, (title, rows) in zip(axes[:, 0], panels.items()):
+        for y, (name, arm, h) in enumerate(reversed(rows)):
+            ci = h["ci"]
+            color = {"b": "tab:green", "w": "tab:red"}.get(h["verdict"][0], "tab:gray")
+            ax.errorbar(ci["mean"], y, xerr=[[ci["mean"] - ci["low"]], [ci["high"] - ci["mean"]]], fmt="o",
+                        color=color, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{name}: {arm} ({h['wins']} seeds won)" for name, arm, h in reversed(rows)], fontsize=8)
+        ax.set_xlabel(f"{title}, arm - baseline (paired by seed, 95% CI)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+FOREST_PNG = "quality_forest.png"  # beside the doc that shows it
+
+
+def forest_block(root, seeds):
+    """The doc's forest figure: its markdown names a digest of the figures drawn, so new runs make the block stale
+    (and regenerating it redraws the PNG)."""
+    drawn = [(name, arm, h["diff"], h["wins"]) for rows in forest_rows(root, seeds).values() for name, arm, h in rows]
+    digest = hashlib.sha256(json.dumps(drawn).encode()).hexdigest()[:12]
+    return (f"![every arm's paired headline difference to its baseline, 95% CI]({FOREST_PNG})\n\n"
+            f"Arms paired on 2+ seeds: {len(drawn)}; figures digest {digest} (`--write_docs` redraws the PNG).")
+
+
 DOC_MARK = "<!-- quality:{}:{} -->"
 
 
 def write_docs(path, root, seeds, tune_seed=100, check=False):
-    """Regenerate every `<!-- quality:NAME:start/end -->` block of the doc at `path` (NAME a preset, or
-    still-to-run); with check, only return the names whose block differs from what the runs give."""
+    """Regenerate every `<!-- quality:NAME:start/end -->` block of the doc at `path` (NAME a preset, summary,
+    forest or still-to-run); with check, only return the names whose block differs from what the runs give."""
     with open(path) as f:
         text = f.read()
     stale = []
@@ -542,8 +598,17 @@ def write_docs(path, root, seeds, tune_seed=100, check=False):
         start, end = DOC_MARK.format(name, "start"), DOC_MARK.format(name, "end")
         head, rest = text.split(start, 1)
         old, tail = rest.split(end, 1)
-        block = (still_to_run(root, seeds, tune_seed).strip().split("\n", 1)[-1] if name == "still-to-run"
-                 else docs_block(root, name, seeds, tune_seed))  # the list without --summary's heading
+        if name == "summary":
+            block = summary_table(root, seeds)
+        elif name == "forest":
+            block = forest_block(root, seeds)
+            png = os.path.join(os.path.dirname(os.path.abspath(path)), FOREST_PNG)
+            if not check and (old.strip() != block or not os.path.exists(png)):
+                forest(root, seeds, png)
+        elif name == "still-to-run":
+            block = still_to_run(root, seeds, tune_seed).strip().split("\n", 1)[-1]  # without --summary's heading
+        else:
+            block = docs_block(root, name, seeds, tune_seed)
         if old.strip() != block:
             stale.append(name)
         text = f"{head}{start}\n{block}\n{end}{tail}"
@@ -582,12 +647,15 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
                         "under --output_dir (for --seeds), then what is still to run, and exit")
-    parser.add_argument("--write_docs", metavar="MD", help="regenerate the preset blocks (<!-- quality:PRESET:start "
-                        "-->) of this markdown file, e.g. docs/RESULTS.md, from the runs under --output_dir, and exit")
+    parser.add_argument("--write_docs", metavar="MD", nargs="+", help="regenerate the generated blocks (<!-- "
+                        "quality:NAME:start -->, NAME a preset, summary, forest or still-to-run) of these markdown files, e.g. "
+                        "README.md docs/RESULTS.md, from the runs under --output_dir, and exit")
     args = parser.parse_args(argv)
     if args.write_docs:
-        stale = write_docs(args.write_docs, args.output_dir, args.seeds, args.tune_seed)
-        print(f"{args.write_docs}: regenerated {', '.join(stale) or 'nothing (every block was current)'}")
+        stale = {}
+        for path in args.write_docs:
+            stale[path] = write_docs(path, args.output_dir, args.seeds, args.tune_seed)
+            print(f"{path}: regenerated {', '.join(stale[path]) or 'nothing (every block was current)'}")
         return stale
     work = args.work_dir or (args.output_dir if args.output_dir != parser.get_default("output_dir") else "output/quality")
     if args.summary:

@@ -124,17 +124,22 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     quality.main(args)  # everything finished: nothing trains again
     assert calls == []
     doc = tmp_path / "RESULTS.md"
-    doc.write_text("intro\n<!-- quality:image-long:start -->\nold figures\n<!-- quality:image-long:end -->\nafter\n")
-    assert quality.write_docs(str(doc), str(tmp_path), [0, 1, 2], check=True) == ["image-long"]
+    doc.write_text("intro\n<!-- quality:image-long:start -->\nold figures\n<!-- quality:image-long:end -->\nafter\n"
+                   "<!-- quality:summary:start -->\n<!-- quality:summary:end -->\n"
+                   "<!-- quality:forest:start -->\n<!-- quality:forest:end -->\n")
+    assert quality.write_docs(str(doc), str(tmp_path), [0, 1, 2], check=True) == ["image-long", "summary", "forest"]
+    assert not (tmp_path / quality.FOREST_PNG).exists()
     assert "old figures" in doc.read_text()  # a check writes nothing
     quality.main(["--write_docs", str(doc), "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)])
     text = doc.read_text()
-    assert text.startswith("intro\n<!-- quality:image-long:start -->\n") and text.endswith("end -->\nafter\n")
+    assert text.startswith("intro\n<!-- quality:image-long:start -->\n") and "end -->\nafter\n" in text
+    assert "\n| image-long | masksub | test accuracy (%) | 3 | 80.00 ± 0.00 | 82.00 ± 1.00 |" in text
     assert "old figures" not in text
     assert ("learning rate 0.002, the baseline's best test accuracy (%) on seed 100 over its grid: 0.001 79.00 / "
             "**0.002** 80.00 / 0.004 78.00." in text)
     assert "| masksub | test accuracy (%) | 3 | +2.00 [-0.48, +4.48] | 3/3 |" in text
     assert "- masksub: s0 81.00 / s1 82.00 / s2 83.00" in text
+    assert "Arms paired on 2+ seeds: 1; figures digest" in text and (tmp_path / quality.FOREST_PNG).stat().st_size > 0
     assert quality.write_docs(str(doc), str(tmp_path), [0, 1, 2], check=True) == []
     with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
         quality.main(args + ["--lr", "1e-3"])
@@ -157,11 +162,12 @@ def test_a_rebuilt_split_never_meets_a_subset_of_the_old_one(tmp_path, monkeypat
     assert quality.text_files("movie-pairs", 4, 0, str(tmp_path / "root")) == new  # reused while the split stands
 
 
-def test_the_results_doc_shows_what_the_committed_runs_give():
-    """docs/RESULTS.md's generated blocks (per-preset tables, what is still to run) match bench/results."""
+def test_the_docs_show_what_the_committed_runs_give():
+    """The generated blocks of README.md (the summary rows) and docs/RESULTS.md (per-preset tables, what is still
+    to run) match bench/results."""
     import quality
 
     root = Path(__file__).resolve().parent.parent
-    stale = quality.write_docs(str(root / "docs" / "RESULTS.md"), str(root / "bench" / "results"), [0, 1, 2, 3, 4],
-                               check=True)
-    assert stale == [], f"stale blocks {stale}: run python bench/quality.py --write_docs docs/RESULTS.md"
+    for doc in ("README.md", "docs/RESULTS.md"):
+        stale = quality.write_docs(str(root / doc), str(root / "bench" / "results"), [0, 1, 2, 3, 4], check=True)
+        assert stale == [], f"stale blocks {stale} in {doc}: python bench/quality.py --write_docs README.md docs/RESULTS.md"
