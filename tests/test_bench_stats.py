@@ -88,7 +88,7 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     calls = []
 
     def fake_execute(preset, argv, out, seed, root):
-        arm = "masksub" if "mask" in argv else "baseline"
+        arm = "plain" if "--masksub_plain" in argv else "masksub" if "mask" in argv else "baseline"
         lr = float(argv[argv.index("--learning_rate") + 1])
         calls.append((arm, seed, lr))
         acc = 0.80 - abs(lr - 2e-3) * 10 + (0.01 * (seed + 1) if arm == "masksub" else 0)
@@ -104,7 +104,7 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     quality.main(args)
     tune = [c for c in calls if c[1] == 100]
     assert sorted(c[2] for c in tune) == [1e-3, 2e-3, 4e-3] and {c[0] for c in tune} == {"baseline"}
-    assert [c for c in calls if c[1] != 100] == [(arm, s, 2e-3) for s in (0, 1, 2) for arm in ("baseline", "masksub")]
+    assert [c for c in calls if c[1] != 100] == [(arm, s, 2e-3) for s in (0, 1, 2) for arm in ("baseline", "masksub", "plain")]
     report = capsys.readouterr().out
     assert "| masksub | test accuracy (%) | 3 | +2.00 [" in report and "| 3/3 |" in report
     assert "masksub: wall-clock s0 1.50 / s1 1.50 / s2 1.50; steps s0 1.00" in report
@@ -139,8 +139,11 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
             "**0.002** 80.00 / 0.004 78.00." in text)
     assert "| masksub | test accuracy (%) | 3 | +2.00 [-0.48, +4.48] | 3/3 |" in text
     assert "- masksub: s0 81.00 / s1 82.00 / s2 83.00" in text
-    assert "Arms paired on 2+ seeds: 1; figures digest" in text and (tmp_path / quality.FOREST_PNG).stat().st_size > 0
+    assert "Arms paired on 2+ seeds: 2; figures digest" in text and (tmp_path / quality.FOREST_PNG).stat().st_size > 0
     assert quality.write_docs(str(doc), str(tmp_path), [0, 1, 2], check=True) == []
+    doc.write_text("<!-- quality:image-lng:start -->\n<!-- quality:image-lng:end -->\n")
+    with pytest.raises(SystemExit, match="no preset named image-lng"):
+        quality.write_docs(str(doc), str(tmp_path), [0, 1, 2])
     with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
         quality.main(args + ["--lr", "1e-3"])
 
@@ -171,3 +174,34 @@ def test_the_docs_show_what_the_committed_runs_give():
     for doc in ("README.md", "docs/RESULTS.md"):
         stale = quality.write_docs(str(root / doc), str(root / "bench" / "results"), [0, 1, 2, 3, 4], check=True)
         assert stale == [], f"stale blocks {stale} in {doc}: python bench/quality.py --write_docs README.md docs/RESULTS.md"
+
+
+def test_still_to_run_estimates_the_cpu_time_from_the_finished_runs(tmp_path):
+    """Each preset's missing runs are costed at the mean CPU seconds of the same arm's finished runs; a preset with
+    an arm never run gets no estimate rather than a wrong one."""
+    import json as _json
+
+    import quality
+
+    for arm, seed, cpu in [("baseline", 0, 600), ("baseline", 1, 600), ("masksub", 0, 1000), ("masksub", 2, 1400),
+                           ("dropsub-p0.3", 0, 900)]:
+        path = Path(quality.result_path(str(tmp_path), "pair-long", arm, seed))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_json.dumps({"lr": 1e-4, "cpu_s": cpu}))
+    todo = quality.still_to_run(str(tmp_path), [0, 1, 2], 100)
+    assert "\n- pair-long: the baseline's learning-rate grid; baseline seeds 2; masksub seeds 1; dropsub-p0.3 seeds 1 2 " \
+           "(~60 CPU min by its finished runs)\n" in todo  # 600 + 1200 + 2 x 900 s
+    (tmp_path / "pair-long" / "dropsub-p0.3" / "seed0.json").unlink()
+    assert "dropsub-p0.3 seeds 0 1 2\n" in quality.still_to_run(str(tmp_path), [0, 1, 2], 100)
+
+
+def test_every_preset_names_what_the_harness_reads():
+    """A preset missing a key, or tuning on a metric it does not report, would fail only hours into a run."""
+    import quality
+
+    for name, p in quality.PRESETS.items():
+        missing = {"domain", "argv", "arms", "lr_grid", "metrics", "select", "curve", "about"} - set(p)
+        assert not missing, f"{name} lacks {missing}"
+        assert p["select"] in [m[0] for m in p["metrics"]], name
+        assert p["arms"][0] == "baseline" and set(p["arms"]) <= set(quality.ARMS), name
+        assert "lr_from" not in p or p["lr_from"] in quality.PRESETS, name
