@@ -139,6 +139,7 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
             "**0.002** 80.00 / 0.004 78.00." in text)
     assert "| masksub | test accuracy (%) | 3 | +2.00 [-0.48, +4.48] | 3/3 |" in text
     assert "- masksub: s0 81.00 / s1 82.00 / s2 83.00" in text
+    assert "- masksub: steps s0 1.00 / s1 1.00 / s2 1.00" in text and "wall-clock s0" not in text
     assert "Arms paired on 2+ seeds: 2; figures digest" in text and (tmp_path / quality.FOREST_PNG).stat().st_size > 0
     assert quality.write_docs(str(doc), str(tmp_path), [0, 1, 2], check=True) == []
     doc.write_text("<!-- quality:image-lng:start -->\n<!-- quality:image-lng:end -->\n")
