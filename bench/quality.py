@@ -630,6 +630,9 @@ DOC_MARK = "<!-- quality:{}:{} -->"
 def write_docs(path, root, seeds, tune_seed=100, check=False):
     """Regenerate every `<!-- quality:NAME:start/end -->` block of the doc at `path` (NAME a preset, summary,
     forest or still-to-run); with check, only return the names whose block differs from what the runs give."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--write_docs {path}: no such file (give the markdown files that hold the blocks, e.g. "
+                         "README.md docs/RESULTS.md)")
     with open(path) as f:
         text = f.read()
     stale, names = [], re.findall(r"<!-- quality:([\w.-]+):start -->", text)

@@ -94,10 +94,11 @@ def test_inspect_prints_autos_choice(tmp_path):
     assert "masksub_type auto: regression on a text model -> " in text
 
 
-def test_the_readme_auto_table_is_the_choice_table():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    table = readme.split("<!-- auto-choices:start -->")[1].split("<!-- auto-choices:end -->")[0].strip()
-    assert table == recommend.readme_table(), "regenerate it: python -m masksub_hf.plan --auto-table"
+def test_the_docs_auto_tables_are_the_choice_table():
+    for doc in ("README.md", "docs/RESULTS.md"):
+        text = (Path(__file__).parents[1] / doc).read_text()
+        table = text.split("<!-- auto-choices:start -->")[1].split("<!-- auto-choices:end -->")[0].strip()
+        assert table == recommend.readme_table(), f"regenerate {doc}'s: python -m masksub_hf.plan --auto-table"
 
 
 def test_every_choice_is_a_valid_setting():

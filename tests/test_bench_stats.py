@@ -145,6 +145,11 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     doc.write_text("<!-- quality:image-lng:start -->\n<!-- quality:image-lng:end -->\n")
     with pytest.raises(SystemExit, match="no preset named image-lng"):
         quality.write_docs(str(doc), str(tmp_path), [0, 1, 2])
+    doc.write_text("<!-- quality:image-long:start -->\nfigures, and no end marker\n")
+    with pytest.raises(SystemExit, match="has no <!-- quality:image-long:end --> after it"):
+        quality.write_docs(str(doc), str(tmp_path), [0, 1, 2])
+    with pytest.raises(SystemExit, match="no such file"):
+        quality.main(["--write_docs", str(tmp_path / "RESULT.md"), "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
         quality.main(args + ["--lr", "1e-3"])
 
