@@ -45,8 +45,8 @@ IMAGE = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66
 # Pretrained text: no arm is established on accuracy; the best measured over 5 seeds is DropSub at 0.3.
 TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accuracy points, 4/5 seeds (final validation "
                             "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69]; path 0.1 -0.10 [-1.29, +1.08]; path 0.3 "
-                            "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.5 -0.69 [-1.48, +0.11] (5 seeds "
-                            "each); mask 0.25 -0.89, 2 seeds", measured=("text-long", "dropsub-p0.3"))]
+                            "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.25 -0.27 [-1.08, +0.54]; mask "
+                            "0.5 -0.69 [-1.48, +0.11] (5 seeds each)", measured=("text-long", "dropsub-p0.3"))]
 TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 3/5 seeds; "
                                        "path 0.1 level (-0.0049, 1/5); mask 0.5 worse on every seed, with the squared "
                                        "error (-0.0422 [-0.0525, -0.0318], 0/5) and with smooth-L1 (-0.0192 [-0.0349, "
