@@ -487,8 +487,7 @@ def still_to_run(root, seeds, tune_seed):
         if todo:
             cost = f" (~{cpu / 60:.0f} CPU min by its finished runs)" if timed and cpu >= 60 else ""
             lines.append(f"- {name}: {'; '.join(todo)}{cost}")
-    return "\n".join(["", "Still to run (`python bench/quality.py --preset PRESET` trains only these):"] + lines
-                     if lines else ["", "Every preset has every arm on every seed."])
+    return "\n".join(lines) or "Every preset has every arm on every seed."
 
 
 def headline(root, preset, arm, seeds, rows=None):
@@ -511,7 +510,9 @@ def headline(root, preset, arm, seeds, rows=None):
 
 def summary(root, seeds, tune_seed=100):
     """The headline table, then what is still to run."""
-    return summary_table(root, seeds) + "\n" + still_to_run(root, seeds, tune_seed)
+    todo = still_to_run(root, seeds, tune_seed)
+    heading = "Still to run (`python bench/quality.py --preset PRESET` trains only these):\n" if todo.startswith("- ") else ""
+    return f"{summary_table(root, seeds)}\n\n{heading}{todo}"
 
 
 def headlines(root, seeds):
@@ -654,7 +655,7 @@ def write_docs(path, root, seeds, tune_seed=100, check=False):
             if not check and (old.strip() != block or not os.path.exists(png)):
                 forest(root, seeds, png)
         elif name == "still-to-run":
-            block = still_to_run(root, seeds, tune_seed).strip().split("\n", 1)[-1]  # without --summary's heading
+            block = still_to_run(root, seeds, tune_seed)
         else:
             block = docs_block(root, name, seeds, tune_seed)
         if old.strip() != block:
