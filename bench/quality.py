@@ -542,8 +542,6 @@ def grid_line(root, preset, tune_seed):
     if "lr_from" in p:
         return f"learning rate {tuned_lr(root, preset, tune_seed, run=False):g}, {p['lr_from']}'s"
     best, scores = tuned_lr(root, preset, tune_seed, run=False), {}
-    if best is None:
-        return "learning rate not tuned yet"
     for path in glob.glob(result_path(root, preset, "tune-lr*", tune_seed)):
         with open(path) as f:
             r = json.load(f)
@@ -551,6 +549,9 @@ def grid_line(root, preset, tune_seed):
     _, title, scale, digits, _ = next(m for m in p["metrics"] if m[0] == p["select"])
     cells = " / ".join(f"**{lr:g}** {stats.fmt(v * scale, digits)}" if lr == best else f"{lr:g} {stats.fmt(v * scale, digits)}"
                        for lr, v in sorted(scores.items()))
+    if best is None:
+        return "learning rate not tuned yet" + (f" (the baseline's grid so far, {title} on seed {tune_seed}: {cells})"
+                                                 if scores else "")
     return f"learning rate {best:g}, the baseline's best {title} on seed {tune_seed} over its grid: {cells}"
 
 

@@ -117,6 +117,8 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     os.remove(tmp_path / "image-long" / "tune-lr0.004" / "seed100.json")
     table = quality.summary(str(tmp_path), [0, 1, 2])
     assert "\n- image-long: the baseline's learning-rate grid; masksub seeds 1\n" in table
+    assert quality.grid_line(str(tmp_path), "image-long", 100) == (  # an unfinished grid says how far it got
+        "learning rate not tuned yet (the baseline's grid so far, test accuracy (%) on seed 100: 0.001 79.00 / 0.002 80.00)")
     calls.clear()
     quality.main(args)  # trains exactly what the list named
     assert sorted(calls) == [("baseline", 100, 4e-3), ("masksub", 1, 2e-3)]
