@@ -2,7 +2,8 @@
 
 A domain is the family's modality (text, image, image-text) and the model's head (classification,
 multi-label, regression, contrastive), read as the relaxed loss would be. Each row is ranked: auto takes
-the first choice the model can take (a model with no family for `mask` falls to the next). The evidence
+the first choice the model can take (a model with no family for `mask` falls to the next), then the paper's
+defaults; a row measured to its end (text) ranks its own arms, so the fallback is evidence too. The evidence
 is bench/quality.py's paired comparison with the baseline (5 seeds, 95% CI), written out in
 docs/RESULTS.md; `established` says whether its interval excludes zero. This table is the one source:
 the README's table, `python -m masksub_hf.plan` and the trainer's log line are printed from it.
@@ -46,11 +47,21 @@ IMAGE = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66
 TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accuracy points, 4/5 seeds (final validation "
                             "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69]; path 0.1 -0.10 [-1.29, +1.08]; path 0.3 "
                             "-0.25 [-0.94, +0.44]; mask 0.15 -0.48 [-1.14, +0.18]; mask 0.25 -0.27 [-1.08, +0.54]; mask "
-                            "0.5 -0.69 [-1.48, +0.11] (5 seeds each)", measured=("text-long", "dropsub-p0.3"))]
+                            "0.5 -0.69 [-1.48, +0.11] (5 seeds each); sentence pairs (pair-long): drop 0.3 -0.35 [-1.59, +0.88], "
+                            "2/5, mask 0.5 worse (-1.19 [-2.25, -0.13], 0/5)", measured=("text-long", "dropsub-p0.3")),
+        Choice("path", 0.1, "text-long: path 0.1 -0.10 [-1.29, +1.08] test accuracy points, 2/5 seeds, the best measured "
+                            "after drop 0.3", measured=("text-long", "pathsub-p0.1")),
+        Choice("mask", 0.25, "text-long: mask 0.25 -0.27 [-1.08, +0.54] test accuracy points, 1/5 seeds, the best "
+                             "measured ratio of mask (0.5 is worse on sentence pairs: pair-long)",
+               measured=("text-long", "masksub-r0.25"))]
 TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [-0.0088, +0.0261] test Pearson, 3/5 seeds; "
                                        "path 0.1 level (-0.0049, 1/5); mask 0.5 worse on every seed, with the squared "
                                        "error (-0.0422 [-0.0525, -0.0318], 0/5) and with smooth-L1 (-0.0192 [-0.0349, "
-                                       "-0.0035], 0/5)", measured=("score-long", "dropsub-p0.1"))]
+                                       "-0.0035], 0/5)", measured=("score-long", "dropsub-p0.1")),
+                   Choice("path", 0.1, "score-long: path 0.1 -0.0049 [-0.0158, +0.0059] test Pearson, 1/5 seeds, level",
+                          measured=("score-long", "pathsub-p0.1")),
+                   Choice("none", 0.0, "score-long: mask, the one type left, is worse on every seed (-0.0422 [-0.0525, "
+                                       "-0.0318], 0/5): plain Trainer rather than a measured loss")]
 CLIP_CONTRASTIVE = [Choice("mask", 0.5, "clip-contrastive-vit: +0.26 [-2.13, +2.65] zero-shot accuracy points, 4/5; "
                                         "clip-contrastive-cnn: -0.94 [-2.58, +0.70], 1/5")]
 CLIP_CLASSIFY = [Choice("mask", 0.5, "clip-classify-vit-long (ViT image tower from scratch, 1,000 steps): +2.04 "
@@ -116,8 +127,10 @@ def readme_table() -> str:
     rows = ["| model | head | `auto` picks | gain established? | evidence (bench/quality.py, paired by seed, 95% CI) |",
             "|---|---|---|---|---|"]
     for (modality, head), ranked in CHOICES.items():
-        c = ranked[0]
-        rows.append(f"| {modality} | {head} | `{c.flags()}` | {'yes' if c.established else 'no'} | {c.evidence} |")
+        c, rest = ranked[0], "".join(f", else {r.masksub_type}" + (f" {r.ratio:g}" if r.masksub_type != "none" else "")
+                                     for r in ranked[1:])
+        rest = f" ({rest[2:]})" if rest else ""
+        rows.append(f"| {modality} | {head} | `{c.flags()}`{rest} | {'yes' if c.established else 'no'} | {c.evidence} |")
     rows.append(f"| any other | any | `{UNMEASURED[0].flags()}` (else drop, else path, at 0.5) | no | "
                 f"{UNMEASURED[0].evidence} |")
     return "\n".join(rows)

@@ -11,6 +11,7 @@ from transformers import HfArgumentParser, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer, recommend
+from masksub_hf.models.base import find_family
 from masksub_hf.plan import plan
 from masksub_hf.recommend import CHOICES, UNMEASURED, Choice
 from tests.helpers import tiny_bert, tiny_vit
@@ -85,6 +86,22 @@ def test_a_model_that_cannot_mask_falls_to_the_next_choice(tmp_path, caplog):
     assert (trainer.masksub_type, trainer.masksub_ratio) == ("drop", 0.5)
     assert trainer.masksub_choice is UNMEASURED[1]
     assert "-> drop at 0.5 (mask does not fit this model (masking needs to know where its tokens enter" in caplog.text
+
+
+@pytest.mark.parametrize("num_labels, picked", [(3, ("mask", 0.25)), (1, ("none", 0.0))])
+def test_a_text_model_that_takes_neither_drop_nor_path_gets_the_rows_measured_fallback(tmp_path, caplog, monkeypatch,
+                                                                                       num_labels, picked):
+    """Text rows rank their measured settings: never the paper's unmeasured mask 0.5, which the text benchmarks
+    measured at its worst (and regression heads, where every mask arm lost on every seed, never mask at all)."""
+    model = tiny_bert(num_labels=num_labels)
+    family = find_family(model)
+    refuse = {"drop": "no dropout here", "path": "no blocks here"}
+    monkeypatch.setattr(type(family), "refusal", lambda self, m, t: refuse.get(t))
+    with caplog.at_level(logging.WARNING, logger="masksub_hf.trainer"):
+        trainer = MaskSubTrainer(model=model, args=auto_args(tmp_path))
+    assert (trainer.masksub_type, trainer.masksub_ratio) == picked
+    assert trainer.masksub_choice is CHOICES[("text", "classification" if num_labels > 1 else "regression")][2]
+    assert "(drop does not fit this model (no dropout here)) (path does not fit this model (no blocks here))" in caplog.text
 
 
 def test_inspect_prints_autos_choice(tmp_path):
