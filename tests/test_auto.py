@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import HfArgumentParser, PretrainedConfig, PreTrainedModel
+from transformers import (HfArgumentParser, PretrainedConfig, PreTrainedModel, ResNetConfig,
+                          ResNetForImageClassification)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from masksub_hf import MaskSubConfig, MaskSubTrainer, recommend
@@ -41,12 +42,24 @@ def test_auto_picks_the_row_of_the_text_head_and_logs_why(tmp_path, caplog, num_
     assert f"{row[1]} on a text model -> " in lines[0] and choice.evidence in lines[0] and "RESULTS.md" in lines[0]
 
 
-def test_auto_on_a_vit_takes_the_image_row(tmp_path):
+def test_auto_on_a_vit_takes_the_vit_style_image_row(tmp_path):
     trainer = MaskSubTrainer(model=tiny_vit(), args=auto_args(tmp_path))
-    choice = CHOICES[("image", "classification")][0]
+    choice = CHOICES[("ViT-style image", "classification")][0]
     assert (trainer.masksub_type, trainer.masksub_ratio, trainer.masksub_choice) == (choice.masksub_type, choice.ratio,
                                                                                      choice)
-    assert trainer.family is not None
+    assert trainer.family is not None and choice.established
+
+
+def test_a_cnn_takes_its_own_row_and_is_not_told_of_the_vit_gain(tmp_path, caplog):
+    """The image gains were measured where mask drops patch tokens; a CNN masks pixel blocks in place, measured
+    level: its log line must not say a gain was established."""
+    model = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16],
+                                                      depths=[1, 1], num_labels=10))
+    with caplog.at_level(logging.WARNING, logger="masksub_hf.trainer"):
+        trainer = MaskSubTrainer(model=model, args=auto_args(tmp_path))
+    choice = CHOICES[("CNN-style image", "classification")][0]
+    assert trainer.masksub_choice is choice and not choice.established
+    assert "classification on a CNN-style image model -> mask at 0.5; no gain established in this domain" in caplog.text
 
 
 def test_an_explicit_ratio_overrides_autos_and_is_said(tmp_path, caplog, monkeypatch):
