@@ -289,6 +289,14 @@ def result_path(root, preset, arm, seed):
     return os.path.join(root, preset, arm, f"seed{seed}.json")
 
 
+def device_name():
+    """Where this process trains (Trainer takes a GPU when there is one): results of one preset must not mix
+    devices, since its arms are paired by seed and a seed's run is reproducible on one kind of device only."""
+    import torch
+
+    return f"cuda:{torch.cuda.get_device_name()}" if torch.cuda.is_available() else "cpu"
+
+
 def run_one(root, preset, arm, seed, lr, work=None):
     """The (preset, arm, seed) result, from its json when it exists, else trained now (its folder under `work`)
     and saved."""
@@ -299,6 +307,11 @@ def run_one(root, preset, arm, seed, lr, work=None):
         if result["lr"] != lr:
             raise SystemExit(f"{done} was trained with learning rate {result['lr']:g}, not {lr:g}: the arms of a "
                              "preset share one rate. Use another --output_dir, or --lr to match.")
+        trained_on = result.get("device", "cpu")  # the runs from before the field existed all ran on CPU
+        if trained_on != device_name():
+            raise SystemExit(f"{done} was trained on {trained_on}, and this process would train on {device_name()}: "
+                             "the arms of a preset are paired by seed on one kind of device. Use another "
+                             "--output_dir for this device's runs.")
         return result
     run_dir = os.path.join(work or root, preset, arm, f"seed{seed}")
     os.makedirs(os.path.dirname(done), exist_ok=True)
@@ -310,7 +323,8 @@ def run_one(root, preset, arm, seed, lr, work=None):
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     curve = eval_curve(run_dir)
     losses = [e["eval_loss"] for e in curve if "eval_loss" in e]
-    result = {"preset": preset, "arm": arm, "seed": seed, "lr": lr, "argv": argv, "wall_s": wall, "cpu_s": cpu,
+    result = {"preset": preset, "arm": arm, "seed": seed, "lr": lr, "device": device_name(), "argv": argv,
+              "wall_s": wall, "cpu_s": cpu,
               **{k: v for k, v in metrics.items() if isinstance(v, (int, float))},
               "best_eval_loss": min(losses) if losses else None,
               "best_eval_loss_epoch": curve[losses.index(min(losses))].get("epoch") if losses else None,

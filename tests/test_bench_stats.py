@@ -154,6 +154,10 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
         quality.main(["--write_docs", str(tmp_path / "RESULT.md"), "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="learning rate 0.002, not 0.001"):
         quality.main(args + ["--lr", "1e-3"])
+    assert _json.loads((tmp_path / "image-long" / "masksub" / "seed1.json").read_text())["device"] == "cpu"
+    monkeypatch.setattr(quality, "device_name", lambda: "cuda:NVIDIA H200")  # a later session that has a GPU
+    with pytest.raises(SystemExit, match="trained on cpu, and this process would train on cuda:NVIDIA H200"):
+        quality.main(args)
 
 
 def test_a_rebuilt_split_never_meets_a_subset_of_the_old_one(tmp_path, monkeypatch):
