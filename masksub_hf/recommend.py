@@ -2,10 +2,11 @@
 
 A domain is the model's kind and its head (classification, multi-label, regression, contrastive), read as
 the relaxed loss would be. The kind is the family's modality (text, image, image-text), and for an image
-tower how `mask` reaches it: ViT-style (patch tokens dropped, the sub-branch shorter) or CNN-style (masked in
-place at full cost: CNNs, Swin, BEiT), since the benchmark's gains were measured on the first only. Each row is ranked: auto takes
-the first choice the model can take (a model with no family for `mask` falls to the next), then the paper's
-defaults; a row measured to its end (text) ranks its own arms, so the fallback is evidence too. The evidence
+tower how `mask` reaches it: ViT-style (patch tokens dropped, the sub-branch shorter) or CNN-style (masked
+in place at full cost: CNNs, Swin, BEiT), since the benchmark's gains were measured on the first only.
+Each row is ranked: auto takes the first choice the model can take (a model with no family for `mask`
+falls to the next), then the paper's defaults; a row measured to its end (text) ranks its own arms, so
+the fallback is evidence too. The evidence
 is bench/quality.py's paired comparison with the baseline (5 seeds, 95% CI), written out in
 docs/RESULTS.md; `established` says whether its interval excludes zero. This table is the one source:
 the README's table, `python -m masksub_hf.plan` and the trainer's log line are printed from it.
@@ -66,7 +67,7 @@ TEXT_REGRESSION = [Choice("drop", 0.1, "score-long (lr 2e-4): drop 0.1 +0.0087 [
                    Choice("path", 0.1, "score-long: path 0.1 -0.0049 [-0.0158, +0.0059] test Pearson, 1/5 seeds, level",
                           measured=("score-long", "pathsub-p0.1")),
                    Choice("none", 0.0, "score-long: mask, the one type left, is worse on every seed (-0.0422 [-0.0525, "
-                                       "-0.0318], 0/5): plain Trainer rather than a measured loss")]
+                                       "-0.0318], 0/5): plain Trainer rather than a type measured to lose")]
 CLIP_CONTRASTIVE_VIT = [Choice("mask", 0.5, "clip-contrastive-vit: +0.26 [-2.13, +2.65] zero-shot accuracy points, 4/5")]
 CLIP_CONTRASTIVE_CNN = [Choice("mask", 0.5, "clip-contrastive-cnn: -0.94 [-2.58, +0.70] zero-shot accuracy points, 1/5, "
                                             "the one arm measured on 5 seeds so far")]
@@ -124,7 +125,7 @@ def choose(family, model: nn.Module, loss: str = "auto") -> Tuple[Tuple[str, str
 def explain(where: Tuple[str, str], choice: Choice, passed: List[str] = (), ratio: Optional[float] = None) -> str:
     """The one line auto logs and `python -m masksub_hf.plan` prints."""
     if choice.masksub_type == "none":
-        picked = "none (plain Trainer: no sub-branch setting was ahead of the baseline here)"
+        picked = "none (plain Trainer, no sub-branch)"
     else:
         picked = f"{choice.masksub_type} at {choice.ratio:g}" + ("" if choice.loss == "auto" else f", loss {choice.loss}")
         if ratio is not None and ratio != choice.ratio:

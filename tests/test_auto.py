@@ -115,6 +115,9 @@ def test_a_text_model_that_takes_neither_drop_nor_path_gets_the_rows_measured_fa
     assert (trainer.masksub_type, trainer.masksub_ratio) == picked
     assert trainer.masksub_choice is CHOICES[("text", "classification" if num_labels > 1 else "regression")][2]
     assert "(drop does not fit this model (no dropout here)) (path does not fit this model (no blocks here))" in caplog.text
+    assert trainer.masksub_choice.evidence in caplog.text
+    if picked[0] == "none":
+        assert trainer.family is None and "-> none (plain Trainer, no sub-branch) (drop does not fit" in caplog.text
 
 
 def test_inspect_prints_autos_choice(tmp_path):
