@@ -47,11 +47,11 @@ UNMEASURED = [Choice("mask", 0.5, "not measured here: the paper's default"),
 IMAGE_VIT = [Choice("mask", 0.5, "image-long (ViT from scratch): +1.95 [+1.24, +2.66] test accuracy points, 5/5 seeds",
                      established=True)]
 # The one CNN image arm on 5 seeds is mask (clip-classify-cnn); image-pretrained-long will decide between mask, drop and
-# path once it has its 5 seeds (so far mask trails on each of 3).
+# path once it has its 5 seeds (so far mask trails on each of 3, drop and path level).
 IMAGE_CNN = [Choice("mask", 0.5, "clip-classify-cnn (pretrained EfficientNet tower as a classifier, pixel blocks): +0.28 "
                                  "[-0.63, +1.19] test accuracy points, 3/5; image-pretrained-long (the same CNN through "
                                  "timm, 3 of its 5 seeds so far): mask -0.73 [-0.99, -0.47], 0/3; drop 0.1 -0.05 "
-                                 "[-1.35, +1.25], 1/3; path 0.1 +0.60 on 2 seeds")]
+                                 "[-1.35, +1.25], 1/3; path 0.1 +0.18 [-2.00, +2.36], 2/3")]
 # Pretrained text: no arm is established on accuracy; the best measured over 5 seeds is DropSub at 0.3.
 TEXT = [Choice("drop", 0.3, "text-long: drop 0.3 +0.23 [-0.19, +0.65] test accuracy points, 4/5 seeds (final validation "
                             "loss -0.094, 5/5); drop 0.1 +0.04 [-0.61, +0.69]; path 0.1 -0.10 [-1.29, +1.08]; path 0.3 "
