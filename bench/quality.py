@@ -307,9 +307,9 @@ def run_one(root, preset, arm, seed, lr, work=None):
         if result["lr"] != lr:
             raise SystemExit(f"{done} was trained with learning rate {result['lr']:g}, not {lr:g}: the arms of a "
                              "preset share one rate. Use another --output_dir, or --lr to match.")
-        trained_on = result.get("device", "cpu")  # the runs from before the field existed all ran on CPU
-        if trained_on != device_name():
-            raise SystemExit(f"{done} was trained on {trained_on}, and this process would train on {device_name()}: "
+        trained_on, here = result.get("device", "cpu"), device_name()  # runs from before the field: all CPU
+        if trained_on != here:
+            raise SystemExit(f"{done} was trained on {trained_on}, and this process would train on {here}: "
                              "the arms of a preset are paired by seed on one kind of device. Use another "
                              "--output_dir for this device's runs.")
         return result

@@ -32,6 +32,9 @@ class Choice:
     loss: str = "auto"  # the relaxed loss, where the benchmark found one better than the head's default
     measured: Optional[Tuple[str, str]] = None  # (preset, arm) of bench/results whose paired headline the evidence quotes
 
+    def short(self) -> str:
+        return "none" if self.masksub_type == "none" else f"{self.masksub_type} {self.ratio:g}"
+
     def flags(self) -> str:
         if self.masksub_type == "none":
             return "--masksub_type none"
@@ -145,9 +148,8 @@ def readme_table() -> str:
     rows = ["| model | head | `auto` picks | gain established? | evidence (bench/quality.py, paired by seed, 95% CI) |",
             "|---|---|---|---|---|"]
     for (modality, head), ranked in CHOICES.items():
-        c, rest = ranked[0], "".join(f", else {r.masksub_type}" + (f" {r.ratio:g}" if r.masksub_type != "none" else "")
-                                     for r in ranked[1:])
-        rest = f" ({rest[2:]})" if rest else ""
+        c, fallbacks = ranked[0], [r.short() for r in ranked[1:]]
+        rest = f" (else {', else '.join(fallbacks)})" if fallbacks else ""
         rows.append(f"| {modality} | {head} | `{c.flags()}`{rest} | {'yes' if c.established else 'no'} | {c.evidence} |")
     rows.append(f"| any other | any | `{UNMEASURED[0].flags()}` (else drop, else path, at 0.5) | no | "
                 f"{UNMEASURED[0].evidence} |")
