@@ -51,15 +51,17 @@ def test_auto_on_a_vit_takes_the_vit_style_image_row(tmp_path):
 
 
 def test_a_cnn_takes_its_own_row_and_is_not_told_of_the_vit_gain(tmp_path, caplog):
-    """The image gains were measured where mask drops patch tokens; a CNN masks pixel blocks in place, measured
-    level: its log line must not say a gain was established."""
+    """The image gains were measured where mask drops patch tokens; a CNN masks pixel blocks in place and takes its
+    own row's first choice (every arm measured level there): its log line must not say a gain was established."""
     model = ResNetForImageClassification(ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16],
                                                       depths=[1, 1], num_labels=10))
     with caplog.at_level(logging.WARNING, logger="masksub_hf.trainer"):
         trainer = MaskSubTrainer(model=model, args=auto_args(tmp_path))
     choice = CHOICES[("CNN-style image", "classification")][0]
     assert trainer.masksub_choice is choice and not choice.established
-    assert "classification on a CNN-style image model -> mask at 0.5; no gain established in this domain" in caplog.text
+    assert (trainer.masksub_type, trainer.masksub_ratio) == (choice.masksub_type, choice.ratio)
+    assert (f"classification on a CNN-style image model -> {choice.masksub_type} at {choice.ratio:g}; no gain "
+            "established in this domain") in caplog.text
 
 
 def test_an_explicit_ratio_overrides_autos_and_is_said(tmp_path, caplog, monkeypatch):
