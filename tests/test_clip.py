@@ -1,5 +1,6 @@
 """open_clip under MaskSubTrainer: run_clip.main on real digit images, sub-branch inputs, save/load, loss, DDP, bad input."""
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from masksub_hf import MaskSubTrainer
 from masksub_hf.losses import RELAXED_LOSSES, resolve_loss_name
 from masksub_hf.models import find_family
 from masksub_hf.models.open_clip import OpenCLIPFamily
+from masksub_hf.perturb import audit, drop_path_slots
 from masksub_hf.models.open_clip_training import MAX_LOGIT_SCALE, ClampLogitScale, OpenCLIPForMaskSub
+from masksub_hf.recommend import CHOICES
 from masksub_hf.wallclock import with_wallclock
 from tasks import clip as data
 from tests.helpers import args as make_args
@@ -26,13 +29,15 @@ TINY_VIT = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "widt
 TINY_CNN = {"embed_dim": 32, "vision_cfg": {"timm_model_name": "test_efficientnet", "timm_model_pretrained": False,
                                              "timm_pool": "avg", "timm_proj": "linear", "image_size": 32},
             "text_cfg": TINY_TEXT}
+# a CNN tower whose blocks have skip connections (test_efficientnet's have none): its drop-path slots run
+TINY_RESNET = {**TINY_CNN, "vision_cfg": {**TINY_CNN["vision_cfg"], "timm_model_name": "test_resnet"}}
 
 
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory):
     root = tmp_path_factory.mktemp("configs")
     paths = {}
-    for name, cfg in (("tiny-vit", TINY_VIT), ("tiny-cnn", TINY_CNN)):
+    for name, cfg in (("tiny-vit", TINY_VIT), ("tiny-cnn", TINY_CNN), ("tiny-resnet", TINY_RESNET)):
         paths[name] = root / f"{name}.json"
         paths[name].write_text(json.dumps(cfg))
     return {k: str(v) for k, v in paths.items()}
@@ -143,6 +148,19 @@ def test_cnn_tower_is_block_masked(configs, digit_csv, tmp_path):
     assert torch.equal(sub[kept], main[kept])  # and nothing else changed
 
 
+def test_auto_on_a_contrastive_cnn_tower_takes_its_measured_row(configs, tmp_path, caplog):
+    """A pretrained CNN tower trained contrastively takes the row measured on clip-contrastive-cnn (path first,
+    established), not the ViT tower's mask."""
+    model, _, _ = _wrapper(configs["tiny-cnn"])
+    choice = CHOICES[("CNN-style image-text", "contrastive")][0]
+    with caplog.at_level(logging.WARNING, logger="masksub_hf.trainer"):
+        trainer = MaskSubTrainer(model=model, args=make_args(tmp_path, masksub_type="auto"))
+    assert trainer.masksub_choice is choice and choice.established and choice.masksub_type != "mask"
+    assert (trainer.masksub_type, trainer.masksub_ratio) == (choice.masksub_type, choice.ratio)
+    assert (f"contrastive on a CNN-style image-text model -> {choice.masksub_type} at {choice.ratio:g}; a gain "
+            "established") in caplog.text
+
+
 def test_saved_model_loads_back_in_open_clip_with_same_embeddings(configs, digit_csv, tmp_path):
     import open_clip
     from safetensors.torch import load_file
@@ -172,22 +190,49 @@ def test_logit_scale_is_clamped_after_each_step(configs, digit_csv, tmp_path):
     assert model.clip.logit_scale.item() == pytest.approx(MAX_LOGIT_SCALE)
 
 
-def test_drop_and_path_perturb_the_sub_branch_only(configs, digit_csv):
-    model, tok, pre = _wrapper(configs["tiny-vit"])
+@pytest.mark.parametrize("tower", ["tiny-vit", "tiny-resnet"])
+def test_drop_and_path_perturb_the_sub_branch_only(configs, digit_csv, tower):
+    """Both towers; on a CNN, path (auto's pick for a contrastive CNN tower) must reach the image tower itself,
+    through the timm trunk's own drop-path slots, not only the text blocks."""
+    model, tok, pre = _wrapper(configs[tower])
     family = find_family(model)
-    assert len(family.blocks(model)) == 4  # 2 image + 2 text residual blocks
+    if tower == "tiny-vit":
+        assert len(family.blocks(model)) == 4  # 2 image + 2 text residual blocks
+    else:
+        assert drop_path_slots(model.clip.visual.trunk)
+        for norm in model.clip.visual.trunk.modules():  # timm zero-inits each block's last norm: no update to drop
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
     batch = torch.utils.data.default_collate([_dataset(digit_csv, tok, pre)[i] for i in range(8)])
     model.train()
     torch.manual_seed(0)
     clean = model(**batch)["logits"]
+    image = model.clip.encode_image(batch["pixel_values"])
     for kind in ("drop", "path"):
         family.check(model, kind)
-        with getattr(family, kind)(model, batch, 0.5) as sub:
+        with audit.recording() as seen, getattr(family, kind)(model, batch, 0.5) as sub:
             perturbed = model(**sub)["logits"]
+            audit.verify(seen, kind, 0.5, model, family)  # each tower shows its trace
+            perturbed_image = model.clip.encode_image(sub["pixel_values"])
         assert not torch.allclose(perturbed, clean, atol=1e-4), kind
+        if kind == "path":
+            assert not torch.allclose(perturbed_image, image, atol=1e-4)  # the image tower itself is perturbed
         assert torch.allclose(model(**batch)["logits"], clean, atol=1e-5), kind  # restored on exit
     attn = [m for m in model.modules() if isinstance(m, torch.nn.MultiheadAttention)]
     assert attn and all(m.dropout == 0.0 for m in attn)
+
+
+def test_path_that_misses_the_image_tower_stops_before_a_step(configs, digit_csv, tmp_path):
+    """test_efficientnet's blocks have no skip connection, so its drop-path slots never run: the text blocks
+    alone would carry PathSub. The audit checks each tower apart and stops the run, naming the image tower."""
+    model, tok, pre = _wrapper(configs["tiny-cnn"])
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    trainer = MaskSubTrainer(model=model, args=make_args(tmp_path, masksub_type="path", max_steps=1),
+                             train_dataset=_dataset(digit_csv, tok, pre))
+    with pytest.raises(audit.PerturbationNotApplied, match="it never reached the image tower"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(v, before[k]) for k, v in model.named_parameters())  # no optimizer step
 
 
 # ---- acceptance 2: the relaxed contrastive loss ------------------------------------------------------

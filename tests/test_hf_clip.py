@@ -178,6 +178,32 @@ def test_drop_and_path_perturb_the_sub_branch_only(name, kind, models, tmp_path)
     assert all("loss_sub" in h for h in trainer.state.log_history if "loss" in h)
 
 
+def test_path_reaches_both_towers_when_only_one_has_drop_path_slots():
+    """A Swin vision tower has drop-path slots, a BERT text tower has none: each tower takes its own mechanism
+    (the slots alone would leave the text tower unperturbed), and the audit finds a trace in both."""
+    from transformers import BertConfig, SwinConfig, SwinModel, VisionTextDualEncoderModel
+
+    from masksub_hf.perturb import audit
+
+    vision = SwinModel(SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
+                                  window_size=4, drop_path_rate=0.0))
+    text = BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model = VisionTextDualEncoderModel(vision_model=vision, text_model=text).train()
+    family = find_family(model)
+    assert "the image tower's 2 own drop-path slots and the text tower's 2 residual blocks" in family.describe(model, "path")
+    inputs = {"input_ids": torch.randint(0, 100, (8, 6), generator=torch.Generator().manual_seed(0)),
+              "pixel_values": torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    clean = model(**inputs)
+    torch.manual_seed(0)
+    with audit.recording() as seen, family.path(model, inputs, 0.5) as sub:
+        perturbed = model(**sub)
+        audit.verify(seen, "path", 0.5, model, family)
+    assert not torch.allclose(perturbed.text_embeds, clean.text_embeds, atol=1e-4)
+    assert not torch.allclose(perturbed.image_embeds, clean.image_embeds, atol=1e-4)
+    assert torch.allclose(model(**inputs).text_embeds, clean.text_embeds, atol=1e-6)  # restored on exit
+
+
 def test_siglip2_drops_only_real_patches_and_says_which_were_kept():
     """SigLIP 2 (NaFlex) pads images to a patch budget: the sub-branch keeps half of each image's real patches and
     passes the matching pixel_attention_mask, which its encoder and pooling head read."""

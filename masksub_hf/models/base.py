@@ -182,6 +182,11 @@ class Family:
             return f"PathSub: {len(self.blocks(model))} residual blocks skipped per sample with p={ratio}"
         return f"MaskSub: {self.mask_kind(model)} at ratio {ratio}"
 
+    def must_reach(self, model: nn.Module, masksub_type: str) -> Dict[str, nn.Module]:
+        """Named parts (towers) that masksub_type must each reach, verified apart at run time: in a model of several
+        towers, evidence from one must not stand in for another that the perturbation silently missed."""
+        return {}
+
     def sub_cost(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> float:
         """Expected cost of the sub-branch relative to the main branch (forward + backward)."""
         return 1.0 - ratio if masksub_type == "mask" and self.drops_tokens(model) else 1.0

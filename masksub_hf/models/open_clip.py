@@ -2,7 +2,7 @@
 
 mask: ViT towers drop patch tokens through their own patch-dropout slot (CLS kept), CNN towers get pixel
 blocks zeroed; with `mask_text`, a Hugging Face text tower drops caption tokens. path: the towers'
-residual blocks, and a timm trunk's own drop-path slots.
+residual blocks, and a timm trunk's own drop-path slots; drop and path must reach each tower (`must_reach`).
 """
 from contextlib import ExitStack, contextmanager
 
@@ -104,6 +104,22 @@ class OpenCLIPFamily(Family):
             yield inputs
 
     masked_kind = PIXEL_BLOCKS  # a convolutional image tower
+
+    def describe(self, model, masksub_type, ratio=0.5):
+        if masksub_type != "path":
+            return super().describe(model, masksub_type, ratio)
+        trunk = getattr(model.clip.visual, "trunk", None)
+        slots = f"the image trunk's {len(drop_path_slots(trunk))} own drop-path slots and " if trunk is not None else ""
+        return f"PathSub at p={ratio}: {slots}{len(self.blocks(model))} residual blocks of the towers"
+
+    def must_reach(self, model, masksub_type):
+        """drop and path are meant for both towers: a CNN trunk whose drop-path slots never run (no block with a
+        skip connection) would otherwise train on the text tower's perturbation alone."""
+        if masksub_type not in ("drop", "path"):
+            return {}
+        clip = model.clip
+        text = clip.text if getattr(clip, "text", None) is not None else getattr(clip, "transformer", None)
+        return {"the image tower": clip.visual, **({"the text tower": text} if text is not None else {})}
 
     def drops_tokens(self, model):
         return self.token_tower(model) is not None

@@ -52,20 +52,32 @@ def noting_calls(modules: Iterable[nn.Module], event: str):
 
 
 def verify(record: Counter, masksub_type: str, ratio: float, model: nn.Module, family) -> None:
-    """Raise PerturbationNotApplied when the sub-branch forward shows no trace of masksub_type (`family`: the
-    models/ family that planned it, for its name and its plan)."""
-    if ratio == 0 or record[EVIDENCE[masksub_type]]:
+    """Raise PerturbationNotApplied when the sub-branch forward shows no trace of masksub_type, or none inside one
+    of the parts the family says it must reach (`family`: the models/ family that planned it)."""
+    if ratio == 0:
         return
-    why = {
-        "drop": "none of them ran in the sub-branch forward: the model applies its dropout some other way (for "
-                "instance functionally, at a rate read from its config), so DropSub would change nothing",
-        "path": "no residual update was dropped in the sub-branch forward: the modules taken for its residual stack "
-                "never ran (a list that is never called), or each changes the shape of its input, so none is a "
-                "residual block",
-        "mask": "the masking never reached the model in the sub-branch forward (its hook did not fire)",
-    }[masksub_type]
+    event = EVIDENCE[masksub_type]
+    if record[event]:
+        reached = {key[1] for key in record if isinstance(key, tuple) and key[0] == event}
+        missed = [part for part, module in family.must_reach(model, masksub_type).items()
+                  if not any(id(m) in reached for m in module.modules())]
+        if not missed:
+            return
+        why = (f"it never reached {' or '.join(missed)}: the sub-branch forward left no trace ('{event}') there "
+               "(for path: no block with a skip connection, so no drop-path slot is ever called), so the sub-branch "
+               "would be perturbed in the other tower only")
+    else:
+        why = {
+            "drop": "none of them ran in the sub-branch forward: the model applies its dropout some other way (for "
+                    "instance functionally, at a rate read from its config), so DropSub would change nothing",
+            "path": "no residual update was dropped in the sub-branch forward: the modules taken for its residual "
+                    "stack never ran (a list that is never called), or each changes the shape of its input, so none "
+                    "is a residual block",
+            "mask": "the masking never reached the model in the sub-branch forward (its hook did not fire)",
+        }[masksub_type]
     others = " or ".join(t for t in EVIDENCE if t != masksub_type)
     raise PerturbationNotApplied(
         f"--masksub_type {masksub_type} did not happen on this {type(model).__name__} ({family.name}): the plan was "
-        f"'{family.describe(model, masksub_type, ratio)}', but {why}. Training stopped before this step changed the weights. Use --masksub_type {others} "
-        "(python -m masksub_hf.plan shows what each does), or teach masksub_hf this model with register_family.")
+        f"'{family.describe(model, masksub_type, ratio)}', but {why}. Training stopped before this step changed the "
+        f"weights. Use --masksub_type {others} (python -m masksub_hf.plan shows what each does), or teach masksub_hf "
+        "this model with register_family.")
