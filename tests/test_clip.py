@@ -15,8 +15,8 @@ from masksub_hf import MaskSubTrainer
 from masksub_hf.losses import RELAXED_LOSSES, resolve_loss_name
 from masksub_hf.models import find_family
 from masksub_hf.models.open_clip import OpenCLIPFamily
-from masksub_hf.perturb import audit, drop_path_slots
 from masksub_hf.models.open_clip_training import MAX_LOGIT_SCALE, ClampLogitScale, OpenCLIPForMaskSub
+from masksub_hf.perturb import audit, drop_path_slots
 from masksub_hf.recommend import CHOICES
 from masksub_hf.wallclock import with_wallclock
 from tasks import clip as data
