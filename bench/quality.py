@@ -350,7 +350,7 @@ def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
     if len(p["lr_grid"]) == 1:
         return p["lr_grid"][0]
     scores, grid = {}, sorted(p["lr_grid"])
-    for _ in range(max_extensions + 1):
+    for extension in range(max_extensions + 1):
         for lr in grid:
             if lr in scores:
                 continue
@@ -361,12 +361,17 @@ def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
                 return None
             scores[lr] = run_one(root, preset, arm, tune_seed, lr, work)[p["select"]]
         best = max(scores, key=scores.get)
+        if best not in (grid[0], grid[-1]):
+            break
+        if extension == max_extensions:  # reported by grid_line and still_to_run: the preset's lr_grid needs widening
+            if run:
+                print(f"best rate {best:g} still at the grid's edge after {max_extensions} extensions: widen the "
+                      f"preset's lr_grid", flush=True)
+            break
         if best == grid[-1]:
             grid.append(float(f"{best * 2:.3g}"))
-        elif best == grid[0]:
-            grid.insert(0, float(f"{best / 2:.3g}"))
         else:
-            break
+            grid.insert(0, float(f"{best / 2:.3g}"))
         if run:
             print(f"best rate {best:g} at the grid's edge: extending the grid to {grid[0]:g} .. {grid[-1]:g}", flush=True)
     if run:
@@ -490,7 +495,10 @@ def still_to_run(root, seeds, tune_seed):
     edge, and each of the preset's arms' missing seeds (rerunning the preset trains exactly these)."""
     lines = []
     for name, p in PRESETS.items():
-        todo = [] if tuned_lr(root, name, tune_seed, run=False) is not None else ["the baseline's learning-rate grid"]
+        best = tuned_lr(root, name, tune_seed, run=False)
+        todo = ["the baseline's learning-rate grid"] if best is None else (
+            [f"the baseline's learning-rate grid, whose best rate {best:g} is at its edge: widen lr_grid"]
+            if at_edge(root, name, tune_seed, best) else [])
         cpu, timed = 0.0, True
         for arm in p["arms"]:
             missing = [s for s in seeds if not os.path.exists(result_path(root, name, arm, s))]
@@ -550,23 +558,36 @@ def summary_table(root, seeds):
     return "\n".join(lines)
 
 
+def grid_scores(root, preset, tune_seed):
+    """The baseline's learning-rate grid as run: rate -> its tuning metric."""
+    scores = {}
+    for path in glob.glob(result_path(root, preset, "tune-lr*", tune_seed)):
+        with open(path) as f:
+            r = json.load(f)
+        scores[r["lr"]] = r[PRESETS[preset]["select"]]
+    return scores
+
+
+def at_edge(root, preset, tune_seed, best):
+    """Whether the grid's best rate is its lowest or highest (after the extensions): not a tuned rate."""
+    scores = grid_scores(root, preset, tune_seed)
+    return len(scores) > 1 and best in (min(scores), max(scores))
+
+
 def grid_line(root, preset, tune_seed):
     """The baseline's learning-rate grid as run, its pick in bold: what every arm of the preset trains at."""
     p = PRESETS[preset]
     if "lr_from" in p:
         return f"learning rate {tuned_lr(root, preset, tune_seed, run=False):g}, {p['lr_from']}'s"
-    best, scores = tuned_lr(root, preset, tune_seed, run=False), {}
-    for path in glob.glob(result_path(root, preset, "tune-lr*", tune_seed)):
-        with open(path) as f:
-            r = json.load(f)
-        scores[r["lr"]] = r[p["select"]]
+    best, scores = tuned_lr(root, preset, tune_seed, run=False), grid_scores(root, preset, tune_seed)
     _, title, scale, digits, _ = next(m for m in p["metrics"] if m[0] == p["select"])
     cells = " / ".join(f"**{lr:g}** {stats.fmt(v * scale, digits)}" if lr == best else f"{lr:g} {stats.fmt(v * scale, digits)}"
                        for lr, v in sorted(scores.items()))
     if best is None:
         return "learning rate not tuned yet" + (f" (the baseline's grid so far, {title} on seed {tune_seed}: {cells})"
                                                  if scores else "")
-    return f"learning rate {best:g}, the baseline's best {title} on seed {tune_seed} over its grid: {cells}"
+    edge = " (**at the grid's edge**: not yet a tuned rate)" if at_edge(root, preset, tune_seed, best) else ""
+    return f"learning rate {best:g}, the baseline's best {title} on seed {tune_seed} over its grid: {cells}{edge}"
 
 
 def docs_block(root, preset, seeds, tune_seed=100):

@@ -188,6 +188,29 @@ def test_the_docs_show_what_the_committed_runs_give():
         assert stale == [], f"stale blocks {stale} in {doc}: python bench/quality.py --write_docs README.md docs/RESULTS.md"
 
 
+def test_a_grid_still_at_its_edge_after_its_extensions_is_not_called_tuned(tmp_path, monkeypatch, capsys):
+    """The grid extends x2 past a best rate at its top, at most max_extensions times; a best rate still at the edge
+    then is reported (run, summary, docs) as a grid to widen, never passed off as the tuned rate."""
+    import os
+
+    import quality
+
+    rates = []
+
+    def rising(preset, argv, out, seed, root):  # accuracy keeps rising with the rate
+        rates.append(float(argv[argv.index("--learning_rate") + 1]))
+        os.makedirs(out, exist_ok=True)
+        return {"eval_accuracy": rates[-1], "eval_loss": 0.25}
+
+    monkeypatch.setattr(quality, "execute", rising)
+    assert quality.tuned_lr(str(tmp_path), "image-long", 100) == 3.2e-2
+    assert sorted(rates) == [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]  # three extensions, nothing past them
+    assert "best rate 0.032 still at the grid's edge after 3 extensions: widen the preset's lr_grid" in capsys.readouterr().out
+    assert "- image-long: the baseline's learning-rate grid, whose best rate 0.032 is at its edge: widen lr_grid" in (
+        quality.still_to_run(str(tmp_path), [0], 100))
+    assert quality.grid_line(str(tmp_path), "image-long", 100).endswith("(**at the grid's edge**: not yet a tuned rate)")
+
+
 def test_still_to_run_estimates_the_cpu_time_from_the_finished_runs(tmp_path):
     """Each preset's missing runs are costed at the mean CPU seconds of the same arm's finished runs; a preset with
     an arm never run gets no estimate rather than a wrong one."""

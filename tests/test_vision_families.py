@@ -139,6 +139,17 @@ def seeded_logits(model, inputs, seed=0):
     return model(**inputs).logits
 
 
+def clean_then_perturbed(trainer, model, x):
+    """One clean forward, then one in the sub-branch; the model must come out as it went in. Returns the sub batch."""
+    before = structure(model)
+    with torch.no_grad():
+        model(pixel_values=x)
+        with trainer.perturbed(model, {"pixel_values": x}) as sub:
+            model(**sub)
+    assert structure(model) == before  # nothing left behind
+    return sub
+
+
 def check_tokens(trainer, model, x, first_block, prefix):
     with torch.no_grad():  # distinct positions (DeiT starts them at zero), so blank patches are told apart
         for name, param in model.named_parameters():
@@ -146,12 +157,7 @@ def check_tokens(trainer, model, x, first_block, prefix):
                 param.normal_()
     seen = []
     handle = first_block(model).register_forward_hook(lambda m, a, out: seen.append(a[0].detach()))
-    before = structure(model)
-    with torch.no_grad():
-        model(pixel_values=x)
-        with trainer.perturbed(model, {"pixel_values": x}) as sub:
-            model(**sub)
-    assert structure(model) == before  # nothing left behind
+    clean_then_perturbed(trainer, model, x)
     handle.remove()
     full, masked = seen
     patches = full.shape[1] - prefix
@@ -170,12 +176,7 @@ def check_mask_token(trainer, model, x, block):
     receive = emb.forward
     emb.forward = lambda *a, **kw: received.append(kw.get("bool_masked_pos")) or receive(*a, **kw)
     post = emb.register_forward_hook(lambda m, a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
-    before = structure(model)
-    with torch.no_grad():
-        model(pixel_values=x)
-        with trainer.perturbed(model, {"pixel_values": x}) as sub:
-            model(**sub)
-    assert structure(model) == before  # nothing left behind
+    sub = clean_then_perturbed(trainer, model, x)
     post.remove()
     del emb.forward
     assert sub == {"pixel_values": x}

@@ -10,7 +10,7 @@ kept, where per-token predictions must be aligned). Adding a family is one subcl
 """
 import inspect
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Dict, List, Optional
 
 import torch
@@ -92,12 +92,17 @@ class Family:
 
     @contextmanager
     def path(self, model: nn.Module, inputs: Dict, ratio: float):
-        if drop_path_slots(model):  # the model's own stochastic-depth slots
-            with own_drop_path(model, ratio):
-                yield inputs
-        else:
-            with drop_path(self.blocks(model), ratio):
-                yield inputs
+        """Each part by its own mechanism: its drop-path slots where it has them, else its residual blocks. A model
+        of towers is taken tower by tower, so one tower's slots (a Swin vision tower's) do not leave another (a BERT
+        text tower) unperturbed."""
+        towers = list(self.towers(model).values())
+        with ExitStack() as stack:
+            for part in towers or [model]:
+                if drop_path_slots(part):
+                    stack.enter_context(own_drop_path(part, ratio))
+                else:
+                    stack.enter_context(drop_path(layer_stack(part) if towers else self.blocks(model), ratio))
+            yield inputs
 
     def drops_tokens(self, model: nn.Module) -> bool:
         """Whether `mask` drops tokens, so the sub-branch is shorter and costs 1 - ratio of the main branch."""
@@ -175,6 +180,10 @@ class Family:
             rates = config_rates(model)
             read = f", and the config's {', '.join(rates)} (some models read them at forward time)" if rates else ""
             return f"DropSub: {len(dropout_sites(model))} dropout sites raised to p={ratio} in the sub-branch{read}"
+        if masksub_type == "path" and self.towers(model):
+            parts = [f"{name}'s {len(drop_path_slots(t))} own drop-path slots" if drop_path_slots(t)
+                     else f"{name}'s {len(layer_stack(t))} residual blocks" for name, t in self.towers(model).items()]
+            return f"PathSub at p={ratio}: {' and '.join(parts)}"
         if masksub_type == "path":
             slots = drop_path_slots(model)
             if slots:
@@ -182,10 +191,14 @@ class Family:
             return f"PathSub: {len(self.blocks(model))} residual blocks skipped per sample with p={ratio}"
         return f"MaskSub: {self.mask_kind(model)} at ratio {ratio}"
 
-    def must_reach(self, model: nn.Module, masksub_type: str) -> Dict[str, nn.Module]:
-        """Named parts (towers) that masksub_type must each reach, verified apart at run time: in a model of several
-        towers, evidence from one must not stand in for another that the perturbation silently missed."""
+    def towers(self, model: nn.Module) -> Dict[str, nn.Module]:
+        """A model of several towers (image-text): name -> tower; empty for a model of one."""
         return {}
+
+    def must_reach(self, model: nn.Module, masksub_type: str) -> Dict[str, nn.Module]:
+        """Named parts that masksub_type must each reach, verified apart at run time (perturb/audit.py): drop and path
+        are meant for every tower, and one tower's evidence must not stand in for another the perturbation missed."""
+        return self.towers(model) if masksub_type in ("drop", "path") else {}
 
     def sub_cost(self, model: nn.Module, masksub_type: str, ratio: float = 0.5) -> float:
         """Expected cost of the sub-branch relative to the main branch (forward + backward)."""

@@ -26,10 +26,9 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from ..perturb import (PIXEL_BLOCKS, block_mask, drop_path, drop_path_slots, dropped_output_tokens, gather_tokens,
-                       keep_indices, own_drop_path)
+from ..perturb import PIXEL_BLOCKS, block_mask, dropped_output_tokens, gather_tokens, keep_indices
 from ..perturb.text_tokens import shorter_batch
-from .base import Family, SubBatch, accepts, layer_stack
+from .base import Family, SubBatch, accepts
 from .hf_vit import prefix_tokens
 from .text_positions import original_positions
 
@@ -99,10 +98,6 @@ class ImageTextFamily(Family):
         return vision_token_embeddings(model.vision_model) is not None
 
     def describe(self, model, masksub_type, ratio=0.5):
-        if masksub_type == "path":
-            parts = [f"{name}'s {len(drop_path_slots(t))} own drop-path slots" if drop_path_slots(t)
-                     else f"{name}'s {len(layer_stack(t))} residual blocks" for name, t in self.towers(model).items()]
-            return f"PathSub at p={ratio}: {' and '.join(parts)}"
         line = super().describe(model, masksub_type, ratio)
         if masksub_type == "mask":
             line += " in the vision tower"
@@ -111,25 +106,8 @@ class ImageTextFamily(Family):
                 line += f", and caption tokens (keeping {pooled})"
         return line
 
-    def blocks(self, model):
-        """Both towers' layer stacks (the longest ModuleList of each)."""
-        return layer_stack(model.vision_model) + layer_stack(model.text_model)
-
-    def towers(self, model) -> Dict[str, nn.Module]:
+    def towers(self, model):
         return {"the image tower": model.vision_model, "the text tower": model.text_model}
-
-    def must_reach(self, model, masksub_type):
-        return self.towers(model) if masksub_type in ("drop", "path") else {}
-
-    @contextmanager
-    def path(self, model, inputs, ratio):
-        """Each tower by its own mechanism: its drop-path slots where it has them (a Swin, ConvNeXt or BEiT vision
-        tower), else its residual blocks; one tower's slots must not leave the other unperturbed."""
-        with ExitStack() as stack:
-            for tower in self.towers(model).values():
-                stack.enter_context(own_drop_path(tower, ratio) if drop_path_slots(tower)
-                                    else drop_path(layer_stack(tower), ratio))
-            yield inputs
 
     def refusal(self, model, masksub_type):
         if masksub_type == "mask" and self.masks_text(model):

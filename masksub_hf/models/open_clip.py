@@ -1,17 +1,17 @@
 """open_clip models under MaskSubTrainer: the family that perturbs OpenCLIPForMaskSub (open_clip_training.py).
 
 mask: ViT towers drop patch tokens through their own patch-dropout slot (CLS kept), CNN towers get pixel
-blocks zeroed; with `mask_text`, a Hugging Face text tower drops caption tokens. path: the towers'
-residual blocks, and a timm trunk's own drop-path slots; drop and path must reach each tower (`must_reach`).
+blocks zeroed; with `mask_text`, a Hugging Face text tower drops caption tokens. drop and path: each tower
+(`towers`) by the mechanism Family gives it, and each must show the perturbation at run time.
 """
 from contextlib import ExitStack, contextmanager
 
 from torch import nn
 
-from ..perturb import PIXEL_BLOCKS, block_mask, drop_path, drop_path_slots, drop_tokens, keep_indices, own_drop_path
+from ..perturb import PIXEL_BLOCKS, block_mask, drop_tokens, keep_indices
 from ..perturb.hooks import attributes_set, hooked
 from ..perturb.text_tokens import shorter_batch
-from .base import Family, layer_stack
+from .base import Family
 from .open_clip_training import OpenCLIPForMaskSub
 
 
@@ -83,40 +83,9 @@ class OpenCLIPFamily(Family):
         with hooked(text.transformer, add_positions, pre=True, with_kwargs=True):
             yield {**inputs, "input_ids": short}
 
-    def blocks(self, model):
-        clip, found = model.clip, []
-        for tower in (getattr(clip.visual, "transformer", None), getattr(clip, "transformer", None)):
-            if tower is not None and hasattr(tower, "resblocks"):  # open_clip transformers
-                found += list(tower.resblocks)
-        if _is_hf_text(clip):
-            found += layer_stack(clip.text.transformer)
-        elif hasattr(getattr(clip, "text", None), "transformer"):
-            found += list(getattr(clip.text.transformer, "resblocks", []))
-        return found
-
-    @contextmanager
-    def path(self, model, inputs, ratio):
-        trunk = getattr(model.clip.visual, "trunk", None)
-        with ExitStack() as stack:
-            if trunk is not None:
-                stack.enter_context(own_drop_path(trunk, ratio))
-            stack.enter_context(drop_path(self.blocks(model), ratio))
-            yield inputs
-
     masked_kind = PIXEL_BLOCKS  # a convolutional image tower
 
-    def describe(self, model, masksub_type, ratio=0.5):
-        if masksub_type != "path":
-            return super().describe(model, masksub_type, ratio)
-        trunk = getattr(model.clip.visual, "trunk", None)
-        slots = f"the image trunk's {len(drop_path_slots(trunk))} own drop-path slots and " if trunk is not None else ""
-        return f"PathSub at p={ratio}: {slots}{len(self.blocks(model))} residual blocks of the towers"
-
-    def must_reach(self, model, masksub_type):
-        """drop and path are meant for both towers: a CNN trunk whose drop-path slots never run (no block with a
-        skip connection) would otherwise train on the text tower's perturbation alone."""
-        if masksub_type not in ("drop", "path"):
-            return {}
+    def towers(self, model):
         clip = model.clip
         text = clip.text if getattr(clip, "text", None) is not None else getattr(clip, "transformer", None)
         return {"the image tower": clip.visual, **({"the text tower": text} if text is not None else {})}
@@ -128,9 +97,4 @@ class OpenCLIPFamily(Family):
         if model.mask_text and masksub_type == "mask" and not _is_hf_text(model.clip):
             return ("--mask_text needs a Hugging Face text tower (hf_model_name in the model config); "
                     "open_clip's own text transformer pools at the EOT token and is not masked here")
-        if masksub_type == "path":
-            trunk = getattr(model.clip.visual, "trunk", None)
-            if not ((trunk is not None and drop_path_slots(trunk)) or self.blocks(model)):
-                return "found no residual blocks in this CLIP"
-            return None
         return super().refusal(model, masksub_type)
