@@ -139,6 +139,12 @@ PRESETS = {
               "Fashion-MNIST training images x 40 epochs (1,280 steps of 128), AdamW wd 0.05, cosine, 5% warmup; "
               "5,000 test images, evaluated every 2 epochs; arm `plain` (masking on the main branch, no sub-branch) "
               "checks the paper's first claim"),
+    "image-long-2e-3": dict(
+        domain="image", argv=image_argv(4000, 40), arms=["baseline", "masksub"], lr_grid=[2e-3],
+        metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy",
+        about="image-long at 2e-3, the rate of its first report, 8x its tuned baseline's: whether MaskSub's gain "
+              "there was a rescue from a rate too high for the baseline, and how MaskSub at this rate compares with "
+              "the baseline at its own best (the same per-seed data as image-long)"),
     "image-short": dict(
         domain="image", argv=image_argv(4000, 5, eval_every=0.2), arms=["baseline", "masksub"], lr_grid=[2e-3],
         metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy", lr_from="image-long",
@@ -530,6 +536,26 @@ def headline(root, preset, arm, seeds, rows=None):
                      f"{stats.fmt(ci['high'], digits, True)}]")
 
 
+def compare(root, seeds, this, that):
+    """PRESET:ARM against PRESET:ARM, paired by seed, for presets that train the same thing (argv, data) and differ
+    in their learning rate only: an arm at another rate against the baseline at its own best."""
+    (pa, arm_a), (pb, arm_b) = [spec.split(":", 1) if ":" in spec else (spec, "") for spec in (this, that)]
+    for preset, arm in ((pa, arm_a), (pb, arm_b)):
+        if preset not in PRESETS or arm not in ARMS:
+            raise SystemExit(f"--compare takes PRESET:ARM (e.g. image-long:baseline); got {preset}:{arm}")
+    keys = ("domain", "argv", "task", "train", "metrics")
+    if any(PRESETS[pa].get(k) != PRESETS[pb].get(k) for k in keys):
+        raise SystemExit(f"{pa} and {pb} train different things (model, data or schedule): only presets that differ in "
+                         "their learning rate pair by seed")
+    a, b = load(root, pa, [arm_a], seeds).get(arm_a, {}), load(root, pb, [arm_b], seeds).get(arm_b, {})
+    h = headline(root, pa, arm_a, seeds, {"baseline": b, arm_a: a})
+    if h is None:
+        raise SystemExit(f"{this} and {that} have no seed in common among {' '.join(map(str, seeds))}")
+    rate = lambda rows: "/".join(sorted({f"{r['lr']:g}" for r in rows.values()}))  # noqa: E731
+    return (f"{this} (lr {rate(a)}) against {that} (lr {rate(b)}), {h['title']}, {h['n']} seeds paired: {h['arm']} "
+            f"against {h['baseline']}; {h['diff']}, {h['wins']} wins, {h['verdict']}")
+
+
 def summary(root, seeds, tune_seed=100):
     """The headline table, then what is still to run."""
     todo = still_to_run(root, seeds, tune_seed)
@@ -732,6 +758,9 @@ def main(argv=None):
     parser.add_argument("--list", action="store_true", help="list the presets and exit")
     parser.add_argument("--summary", action="store_true", help="print the headline table of every preset with results "
                         "under --output_dir (for --seeds), then what is still to run, and exit")
+    parser.add_argument("--compare", nargs=2, metavar=("PRESET:ARM", "PRESET:ARM"), help="the first against the "
+                        "second, paired by seed, for presets that differ in their learning rate only (e.g. "
+                        "image-long-2e-3:masksub image-long:baseline), and exit")
     parser.add_argument("--write_docs", metavar="MD", nargs="+", help="regenerate the generated blocks (<!-- "
                         "quality:NAME:start -->, NAME a preset, summary, forest or still-to-run) of these markdown files, e.g. "
                         "README.md docs/RESULTS.md, from the runs under --output_dir, and exit")
@@ -743,6 +772,10 @@ def main(argv=None):
             print(f"{path}: regenerated {', '.join(stale[path]) or 'nothing (every block was current)'}")
         return stale
     work = args.work_dir or (args.output_dir if args.output_dir != parser.get_default("output_dir") else "output/quality")
+    if args.compare:
+        text = compare(args.output_dir, args.seeds, *args.compare)
+        print(text)
+        return text
     if args.summary:
         text = summary(args.output_dir, args.seeds, args.tune_seed)
         print(text)

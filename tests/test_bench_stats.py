@@ -111,7 +111,7 @@ def test_quality_harness_resumes_pairs_by_seed_and_tunes_the_baseline_first(tmp_
     table = quality.main(["--summary", "--seeds", "0", "1", "2", "--output_dir", str(tmp_path)])
     assert table.splitlines()[2].startswith("| image-long | masksub | test accuracy (%) | 3 | 80.00 ± 0.00 | 82.00 ± 1.00 "
                                             "| +2.00 [-0.48, +4.48] | 3/3 | not established (CI includes 0) |")
-    assert "\n- image-long" not in table  # complete: grid inside its edges, every arm on every seed
+    assert "\n- image-long:" not in table  # complete: grid inside its edges, every arm on every seed
     assert "\n- text-long: the baseline's learning-rate grid; baseline seeds 0 1 2; masksub seeds 0 1 2;" in table
     os.remove(tmp_path / "image-long" / "masksub" / "seed1.json")
     os.remove(tmp_path / "image-long" / "tune-lr0.004" / "seed100.json")
@@ -209,6 +209,30 @@ def test_a_grid_still_at_its_edge_after_its_extensions_is_not_called_tuned(tmp_p
     assert "- image-long: the baseline's learning-rate grid, whose best rate 0.032 is at its edge: widen lr_grid" in (
         quality.still_to_run(str(tmp_path), [0], 100))
     assert quality.grid_line(str(tmp_path), "image-long", 100).endswith("(**at the grid's edge**: not yet a tuned rate)")
+
+
+def test_compare_pairs_an_arm_at_another_rate_with_the_tuned_baseline(tmp_path):
+    """--compare pairs by seed across presets that train the same thing at different rates, and refuses presets that
+    train different things (their seeds would not share data)."""
+    import json as _json
+
+    import quality
+
+    for preset, arm, lr, accs in [("image-long-2e-3", "masksub", 2e-3, [0.84, 0.85, 0.83]),
+                                  ("image-long", "baseline", 2.5e-4, [0.82, 0.84])]:
+        for seed, acc in enumerate(accs):
+            path = Path(quality.result_path(str(tmp_path), preset, arm, seed))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_json.dumps({"lr": lr, "eval_accuracy": acc}))
+    line = quality.main(["--compare", "image-long-2e-3:masksub", "image-long:baseline", "--seeds", "0", "1", "2",
+                         "--output_dir", str(tmp_path)])
+    assert line.startswith("image-long-2e-3:masksub (lr 0.002) against image-long:baseline (lr 0.00025), test accuracy "
+                           "(%), 2 seeds paired: 84.50 ± 0.71 against 83.00 ± 1.41; +1.50 [")  # seed 2 has no pair
+    assert "2/2 wins" in line
+    with pytest.raises(SystemExit, match="image-short and image-long train different things"):
+        quality.compare(str(tmp_path), [0, 1], "image-short:masksub", "image-long:baseline")
+    with pytest.raises(SystemExit, match="--compare takes PRESET:ARM"):
+        quality.compare(str(tmp_path), [0, 1], "image-long", "image-long:baseline")
 
 
 def test_still_to_run_estimates_the_cpu_time_from_the_finished_runs(tmp_path):
