@@ -548,7 +548,7 @@ def compare(root, seeds, this, that):
         raise SystemExit(f"{pa} and {pb} train different things (model, data or schedule): only presets that differ in "
                          "their learning rate pair by seed")
     a, b = load(root, pa, [arm_a], seeds).get(arm_a, {}), load(root, pb, [arm_b], seeds).get(arm_b, {})
-    h = headline(root, pa, arm_a, seeds, {"baseline": b, arm_a: a})
+    h = headline(root, pa, this, seeds, {"baseline": b, this: a})  # keyed by the spec: arm_a may be "baseline" too
     if h is None:
         raise SystemExit(f"{this} and {that} have no seed in common among {' '.join(map(str, seeds))}")
     rate = lambda rows: "/".join(sorted({f"{r['lr']:g}" for r in rows.values()}))  # noqa: E731
@@ -605,6 +605,8 @@ def grid_line(root, preset, tune_seed):
     p = PRESETS[preset]
     if "lr_from" in p:
         return f"learning rate {tuned_lr(root, preset, tune_seed, run=False):g}, {p['lr_from']}'s"
+    if len(p["lr_grid"]) == 1:
+        return f"learning rate {p['lr_grid'][0]:g}, fixed by the preset (no grid)"
     best, scores = tuned_lr(root, preset, tune_seed, run=False), grid_scores(root, preset, tune_seed)
     _, title, scale, digits, _ = next(m for m in p["metrics"] if m[0] == p["select"])
     cells = " / ".join(f"**{lr:g}** {stats.fmt(v * scale, digits)}" if lr == best else f"{lr:g} {stats.fmt(v * scale, digits)}"

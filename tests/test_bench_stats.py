@@ -219,6 +219,7 @@ def test_compare_pairs_an_arm_at_another_rate_with_the_tuned_baseline(tmp_path):
     import quality
 
     for preset, arm, lr, accs in [("image-long-2e-3", "masksub", 2e-3, [0.84, 0.85, 0.83]),
+                                  ("image-long-2e-3", "baseline", 2e-3, [0.81, 0.83]),
                                   ("image-long", "baseline", 2.5e-4, [0.82, 0.84])]:
         for seed, acc in enumerate(accs):
             path = Path(quality.result_path(str(tmp_path), preset, arm, seed))
@@ -229,6 +230,9 @@ def test_compare_pairs_an_arm_at_another_rate_with_the_tuned_baseline(tmp_path):
     assert line.startswith("image-long-2e-3:masksub (lr 0.002) against image-long:baseline (lr 0.00025), test accuracy "
                            "(%), 2 seeds paired: 84.50 ± 0.71 against 83.00 ± 1.41; +1.50 [")  # seed 2 has no pair
     assert "2/2 wins" in line
+    assert "82.00 ± 1.41 against 83.00 ± 1.41; -1.00 [" in quality.compare(  # baseline against baseline: two rates
+        str(tmp_path), [0, 1], "image-long-2e-3:baseline", "image-long:baseline")
+    assert quality.grid_line(str(tmp_path), "image-long-2e-3", 100) == "learning rate 0.002, fixed by the preset (no grid)"
     with pytest.raises(SystemExit, match="image-short and image-long train different things"):
         quality.compare(str(tmp_path), [0, 1], "image-short:masksub", "image-long:baseline")
     with pytest.raises(SystemExit, match="--compare takes PRESET:ARM"):
