@@ -95,14 +95,20 @@ class Family:
         """Each part by its own mechanism: its drop-path slots where it has them, else its residual blocks. A model
         of towers is taken tower by tower, so one tower's slots (a Swin vision tower's) do not leave another (a BERT
         text tower) unperturbed."""
-        towers = list(self.towers(model).values())
         with ExitStack() as stack:
-            for part in towers or [model]:
-                if drop_path_slots(part):
-                    stack.enter_context(own_drop_path(part, ratio))
-                else:
-                    stack.enter_context(drop_path(layer_stack(part) if towers else self.blocks(model), ratio))
+            for part, slots, blocks in self.path_parts(model).values():
+                stack.enter_context(own_drop_path(part, ratio) if slots else drop_path(blocks, ratio))
             yield inputs
+
+    def path_parts(self, model: nn.Module) -> Dict[str, tuple]:
+        """name -> (part, its own drop-path slots, the residual blocks PathSub hooks where it has none): each tower of
+        a model of towers, else the model itself."""
+        towers = self.towers(model)
+        parts = {}
+        for name, part in (towers or {"the model": model}).items():
+            slots = drop_path_slots(part)
+            parts[name] = (part, slots, [] if slots else layer_stack(part) if towers else self.blocks(model))
+        return parts
 
     def drops_tokens(self, model: nn.Module) -> bool:
         """Whether `mask` drops tokens, so the sub-branch is shorter and costs 1 - ratio of the main branch."""
@@ -181,8 +187,8 @@ class Family:
             read = f", and the config's {', '.join(rates)} (some models read them at forward time)" if rates else ""
             return f"DropSub: {len(dropout_sites(model))} dropout sites raised to p={ratio} in the sub-branch{read}"
         if masksub_type == "path" and self.towers(model):
-            parts = [f"{name}'s {len(drop_path_slots(t))} own drop-path slots" if drop_path_slots(t)
-                     else f"{name}'s {len(layer_stack(t))} residual blocks" for name, t in self.towers(model).items()]
+            parts = [f"{name}'s {len(slots)} own drop-path slots" if slots else f"{name}'s {len(blocks)} residual blocks"
+                     for name, (_, slots, blocks) in self.path_parts(model).items()]
             return f"PathSub at p={ratio}: {' and '.join(parts)}"
         if masksub_type == "path":
             slots = drop_path_slots(model)
