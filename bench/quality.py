@@ -125,10 +125,11 @@ CLIP_CON_METRICS = [("eval_zeroshot_accuracy", "zero-shot accuracy (%)", 100, 2,
 
 def text_preset(task, train, epochs, about, **overrides):
     """A text-classification preset: MiniLM-L6 through run_glue.py on `train` examples x `epochs`, every text arm,
-    the baseline's learning rate from a grid around run_glue's 5e-5, judged by validation accuracy."""
-    return {**dict(domain="text", task=task, train=train, argv=text_argv(task, epochs), arms=TEXT_ARMS,
-                   lr_grid=[2e-5, 5e-5, 1e-4], metrics=TEXT_METRICS, select="eval_accuracy", curve="eval_accuracy",
-                   about=about), **overrides}
+    the baseline's learning rate from a grid around run_glue's 5e-5 (unless it borrows a twin's: lr_from), judged by
+    validation accuracy."""
+    rate = {} if "lr_from" in overrides else dict(lr_grid=[2e-5, 5e-5, 1e-4])
+    return {**dict(domain="text", task=task, train=train, argv=text_argv(task, epochs), arms=TEXT_ARMS, **rate,
+                   metrics=TEXT_METRICS, select="eval_accuracy", curve="eval_accuracy", about=about), **overrides}
 
 
 PRESETS = {
@@ -146,7 +147,7 @@ PRESETS = {
               "there was a rescue from a rate too high for the baseline, and how MaskSub at this rate compares with "
               "the baseline at its own best (the same per-seed data as image-long)"),
     "image-short": dict(
-        domain="image", argv=image_argv(4000, 5, eval_every=0.2), arms=["baseline", "masksub"], lr_grid=[2e-3],
+        domain="image", argv=image_argv(4000, 5, eval_every=0.2), arms=["baseline", "masksub"],
         metrics=IMAGE_METRICS, select="eval_accuracy", curve="eval_accuracy", lr_from="image-long",
         about="the image-long model, data and learning rate, 5 epochs instead of 40 (the contrast)"),
     "image-pretrained-long": dict(
@@ -179,7 +180,7 @@ PRESETS = {
         "movie-sentiment", 400, 3,
         "the text-long setting, 3 epochs instead of 8 (the contrast: where text-long's baseline has its lowest "
         "validation loss; at 1 epoch, 25 steps, both arms are still at chance)",
-        arms=["baseline", "masksub"], lr_grid=[5e-5], lr_from="text-long"),
+        arms=["baseline", "masksub"], lr_from="text-long"),
     "score-long": dict(
         domain="text", task="movie-sentiment-score", train=400, argv=text_argv("movie-sentiment-score", 8),
         arms=["baseline", "masksub", "masksub-huber", "dropsub-p0.1", "pathsub-p0.1"], lr_grid=[2e-5, 5e-5, 1e-4],
@@ -189,12 +190,15 @@ PRESETS = {
               "sentences x 8 epochs, batch 16; 500 validation sentences every epoch, all 1,000 test at the end; arm "
               "masksub-huber swaps the sub-branch's squared error for smooth-L1"),
     "clip-classify-cnn": dict(
-        domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 300), arms=["baseline", "masksub"],
-        lr_grid=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
+        domain="clip", argv=clip_argv("effnet-lite0-minilm", "classify", 300),
+        arms=["baseline", "masksub", "dropsub-p0.1", "pathsub-p0.1"],
+        lr_grid=[4e-4, 8e-4, 1.6e-3],  # the earlier 5e-5 .. 8e-4 grid rose all the way to its top
+        metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
         about="CLIP image tower (EfficientNet-Lite0, ImageNet weights) fine-tuned as a classifier from the text-prompt "
-              "weights (the paper's CLIP experiment; block masking), a per-seed 1,000 Fashion-MNIST training images "
-              "x ~10 epochs (300 steps of 32) at 32x32, AdamW wd 0.1, cosine, 10% warmup; 1,000 test images, "
-              "evaluated every 30 steps"),
+              "weights (the paper's CLIP experiment), a per-seed 1,000 Fashion-MNIST training images x ~10 epochs (300 "
+              "steps of 32) at 32x32, AdamW wd 0.1, cosine, 10% warmup; 1,000 test images, evaluated every 30 steps; "
+              "arms: mask 0.5 (pixel blocks) and the perturbations that paid off on the same pretrained CNN elsewhere "
+              "(image-pretrained-long, clip-contrastive-cnn), drop 0.1 and path 0.1"),
     "clip-contrastive-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "contrastive", 300),
         arms=["baseline", "masksub", "dropsub-p0.1", "pathsub-p0.1"],
@@ -204,25 +208,29 @@ PRESETS = {
               "captions (block masking), otherwise as clip-classify-cnn"),
     "clip-classify-vit": dict(
         domain="clip", argv=clip_argv("vit-scratch-minilm", "classify", 300), arms=["baseline", "masksub"],
-        lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
-        about="small ViT image tower from scratch (4 layers, width 128, 4x4 patches: 64 tokens + CLS) as a classifier "
-              "from the text-prompt weights (patch dropping), otherwise as clip-classify-cnn"),
+        lr_from="clip-classify-vit-long", metrics=CLIP_CLS_METRICS, select="eval_accuracy",
+        curve="eval_accuracy",
+        about="the short-budget contrast of clip-classify-vit-long: the same model, data and learning rate, 300 steps "
+              "instead of 1,000 (the ViT tower still rising at the end), evaluated every 30 steps"),
     "clip-classify-vit-long": dict(
         domain="clip", argv=clip_argv("vit-scratch-minilm", "classify", 1000), arms=["baseline", "masksub"],
         lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
-        about="clip-classify-vit run to a plateau: 1,000 steps of 32 instead of 300 (~32 epochs of the 1,000 "
-              "images; at 300 its baseline was still rising), evaluated every 100 steps"),
+        about="small ViT image tower from scratch (4 layers, width 128, 4x4 patches: 64 tokens + CLS) as a classifier "
+              "from the text-prompt weights (patch dropping), run to a plateau: 1,000 steps of 32 (~32 epochs of the "
+              "1,000 images; at 300 its baseline was still rising), evaluated every 100 steps, otherwise as "
+              "clip-classify-cnn"),
     "clip-contrastive-vit": dict(
         domain="clip", argv=clip_argv("vit-scratch-minilm", "contrastive", 300), arms=["baseline", "masksub"],
-        lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
+        lr_from="clip-contrastive-vit-long", metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
         curve="eval_zeroshot_accuracy",
-        about="small ViT image tower from scratch + pretrained MiniLM-L6, contrastive on template captions (patch "
-              "dropping), otherwise as clip-classify-cnn"),
+        about="the short-budget contrast of clip-contrastive-vit-long: the same model, data and learning rate, 300 "
+              "steps instead of 1,000, evaluated every 30 steps"),
     "clip-contrastive-vit-long": dict(
         domain="clip", argv=clip_argv("vit-scratch-minilm", "contrastive", 1000), arms=["baseline", "masksub"],
         lr_grid=[5e-4, 1e-3, 2e-3], metrics=CLIP_CON_METRICS, select="eval_zeroshot_accuracy",
         curve="eval_zeroshot_accuracy",
-        about="clip-contrastive-vit run to a plateau: 1,000 steps of 32 instead of 300, evaluated every 100 steps"),
+        about="small ViT image tower from scratch + pretrained MiniLM-L6, contrastive on template captions (patch "
+              "dropping), run to a plateau: 1,000 steps of 32, evaluated every 100 steps, otherwise as clip-classify-cnn"),
 }
 
 
@@ -352,7 +360,11 @@ def tuned_lr(root, preset, tune_seed, run=True, work=None, max_extensions=3):
     p = PRESETS[preset]
     if "lr_from" in p:
         borrowed = tuned_lr(root, p["lr_from"], tune_seed, run=False)
-        return borrowed if borrowed is not None else p["lr_grid"][0]
+        if borrowed is None and run:  # never a stand-in rate: the preset's point is its twin's rate
+            raise SystemExit(f"{preset} trains at {p['lr_from']}'s tuned learning rate, and {p['lr_from']}'s grid has "
+                             f"not run yet: run `python bench/quality.py --preset {p['lr_from']} --tune_only` first, "
+                             "or give --lr")
+        return borrowed
     if len(p["lr_grid"]) == 1:
         return p["lr_grid"][0]
     scores, grid = {}, sorted(p["lr_grid"])
@@ -502,7 +514,9 @@ def still_to_run(root, seeds, tune_seed):
     lines = []
     for name, p in PRESETS.items():
         best = tuned_lr(root, name, tune_seed, run=False)
-        todo = ["the baseline's learning-rate grid"] if best is None else (
+        grid = f"{p['lr_from']}'s learning-rate grid (its rate is borrowed)" if "lr_from" in p else \
+            "the baseline's learning-rate grid"
+        todo = [grid] if best is None else (
             [f"the baseline's learning-rate grid, whose best rate {best:g} is at its edge: widen lr_grid"]
             if at_edge(root, name, tune_seed, best) else [])
         cpu, timed = 0.0, True
@@ -604,7 +618,9 @@ def grid_line(root, preset, tune_seed):
     """The baseline's learning-rate grid as run, its pick in bold: what every arm of the preset trains at."""
     p = PRESETS[preset]
     if "lr_from" in p:
-        return f"learning rate {tuned_lr(root, preset, tune_seed, run=False):g}, {p['lr_from']}'s"
+        borrowed = tuned_lr(root, preset, tune_seed, run=False)
+        return f"learning rate {borrowed:g}, {p['lr_from']}'s" if borrowed is not None else \
+            f"learning rate not tuned yet ({p['lr_from']}'s, once its grid has run)"
     if len(p["lr_grid"]) == 1:
         return f"learning rate {p['lr_grid'][0]:g}, fixed by the preset (no grid)"
     best, scores = tuned_lr(root, preset, tune_seed, run=False), grid_scores(root, preset, tune_seed)
@@ -784,7 +800,8 @@ def main(argv=None):
         return text
     if args.list or not args.preset:
         for name, p in PRESETS.items():
-            print(f"{name}: {p['about']} [arms {', '.join(p['arms'])}; lr grid {p['lr_grid']}]")
+            rate = f"lr from {p['lr_from']}" if "lr_from" in p else f"lr grid {p['lr_grid']}"
+            print(f"{name}: {p['about']} [arms {', '.join(p['arms'])}; {rate}]")
         return None
     preset = PRESETS[args.preset]
     arms = ["baseline"] + [a for a in (args.arms or preset["arms"]) if a != "baseline"]

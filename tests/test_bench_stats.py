@@ -211,6 +211,28 @@ def test_a_grid_still_at_its_edge_after_its_extensions_is_not_called_tuned(tmp_p
     assert quality.grid_line(str(tmp_path), "image-long", 100).endswith("(**at the grid's edge**: not yet a tuned rate)")
 
 
+def test_a_short_twin_trains_at_its_long_presets_tuned_rate_or_refuses(tmp_path, monkeypatch):
+    """image-short borrows image-long's tuned rate; before image-long's grid has run it has no rate, and says so
+    (run, still to run, docs) instead of training at a stand-in."""
+    import json as _json
+
+    import quality
+
+    monkeypatch.setattr(quality, "execute", lambda *a: pytest.fail("nothing may train without its rate"))
+    with pytest.raises(SystemExit, match="image-short trains at image-long's tuned learning rate, and image-long's "
+                                         "grid has not run yet: run `python bench/quality.py --preset image-long"):
+        quality.main(["--preset", "image-short", "--seeds", "0", "--output_dir", str(tmp_path)])
+    assert "- image-short: image-long's learning-rate grid (its rate is borrowed)" in quality.still_to_run(
+        str(tmp_path), [0], 100)
+    assert quality.grid_line(str(tmp_path), "image-short", 100).startswith("learning rate not tuned yet")
+    for lr, acc in [(1e-3, 0.80), (2e-3, 0.83), (4e-3, 0.81)]:
+        path = Path(quality.result_path(str(tmp_path), "image-long", f"tune-lr{lr:g}", 100))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(_json.dumps({"lr": lr, "eval_accuracy": acc}))
+    assert quality.tuned_lr(str(tmp_path), "image-short", 100) == 2e-3
+    assert quality.grid_line(str(tmp_path), "image-short", 100) == "learning rate 0.002, image-long's"
+
+
 def test_compare_pairs_an_arm_at_another_rate_with_the_tuned_baseline(tmp_path):
     """--compare pairs by seed across presets that train the same thing at different rates, and refuses presets that
     train different things (their seeds would not share data)."""
@@ -263,7 +285,8 @@ def test_every_preset_names_what_the_harness_reads():
     import quality
 
     for name, p in quality.PRESETS.items():
-        missing = {"domain", "argv", "arms", "lr_grid", "metrics", "select", "curve", "about"} - set(p)
+        rate = {"lr_from"} if "lr_from" in p else {"lr_grid"}  # a short twin takes its long preset's tuned rate
+        missing = ({"domain", "argv", "arms", "metrics", "select", "curve", "about"} | rate) - set(p)
         assert not missing, f"{name} lacks {missing}"
         assert p["select"] in [m[0] for m in p["metrics"]], name
         assert p["arms"][0] == "baseline" and set(p["arms"]) <= set(quality.ARMS), name
