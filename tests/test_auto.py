@@ -159,3 +159,7 @@ def test_the_evidence_quotes_the_committed_benchmark_runs():
         assert head is not None and head["n"] == 5, choice.measured
         assert f"{head['diff']}" in choice.evidence and f"{head['wins']} seeds" in choice.evidence, (choice.measured, head)
         assert choice.established == head["verdict"].startswith("better"), (choice.measured, head["verdict"])
+    for ranked in CHOICES.values():  # a figure no committed run backs says where it comes from
+        for c in ranked:
+            assert c.measured or c.evidence.startswith("not measured") or "earlier run" in c.evidence, c.evidence
+            assert not c.established or c.measured, c.evidence  # a gain is claimed from committed runs only
