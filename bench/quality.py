@@ -208,8 +208,7 @@ PRESETS = {
               "captions (block masking), otherwise as clip-classify-cnn"),
     "clip-classify-vit": dict(
         domain="clip", argv=clip_argv("vit-scratch-minilm", "classify", 300), arms=["baseline", "masksub"],
-        lr_from="clip-classify-vit-long", metrics=CLIP_CLS_METRICS, select="eval_accuracy",
-        curve="eval_accuracy",
+        lr_from="clip-classify-vit-long", metrics=CLIP_CLS_METRICS, select="eval_accuracy", curve="eval_accuracy",
         about="the short-budget contrast of clip-classify-vit-long: the same model, data and learning rate, 300 steps "
               "instead of 1,000 (the ViT tower still rising at the end), evaluated every 30 steps"),
     "clip-classify-vit-long": dict(
