@@ -341,12 +341,16 @@ class ClipDataset(torch.utils.data.Dataset):
 # ---- evaluation --------------------------------------------------------------------------------------
 @torch.no_grad()
 def class_embeddings(clip, tokenizer, classnames: Sequence[str], templates=TEMPLATES) -> torch.Tensor:
-    """Zero-shot classifier: per class, the normalised mean of the normalised prompt embeddings."""
-    device = next(clip.parameters()).device
+    """Zero-shot classifier: per class, the normalised mean of the normalised prompt embeddings. In eval mode
+    whatever mode the model is in (the text tower's dropout would make the classifier, and so zero-shot accuracy
+    measured during training, a random draw), restored afterwards."""
+    device, was_training = next(clip.parameters()).device, clip.training
+    clip.eval()
     rows = []
     for name in classnames:
         emb = clip.encode_text(tokenizer([t.format(name) for t in templates]).to(device), normalize=True)
         rows.append(F.normalize(emb.mean(0), dim=-1))
+    clip.train(was_training)
     return torch.stack(rows)
 
 
