@@ -86,9 +86,12 @@ class OpenCLIPFamily(Family):
     masked_kind = PIXEL_BLOCKS  # a convolutional image tower
 
     def towers(self, model):
+        """The towers the training forward runs: classify mode never calls the text tower (its prompts made the head),
+        so drop and path cannot, and need not, reach it there."""
         clip = model.clip
         text = clip.text if getattr(clip, "text", None) is not None else getattr(clip, "transformer", None)
-        return {"the image tower": clip.visual, **({"the text tower": text} if text is not None else {})}
+        run_text = text is not None and model.mode == "contrastive"
+        return {"the image tower": clip.visual, **({"the text tower": text} if run_text else {})}
 
     def drops_tokens(self, model):
         return self.token_tower(model) is not None
