@@ -63,9 +63,9 @@ def verify(record: Counter, masksub_type: str, ratio: float, model: nn.Module, f
                   if not any(id(m) in reached for m in module.modules())]
         if not missed:
             return
-        why = (f"it never reached {' or '.join(missed)}: the sub-branch forward left no trace ('{event}') there "
-               "(for path: no block with a skip connection, so no drop-path slot is ever called), so the sub-branch "
-               "would be perturbed in the other tower only")
+        hint = " (no block with a skip connection, so no drop-path slot is ever called)" if masksub_type == "path" else ""
+        why = (f"it never reached {' or '.join(missed)}: the sub-branch forward left no trace ('{event}') there{hint}, "
+               "so the sub-branch would be perturbed in the other tower only")
     else:
         why = {
             "drop": "none of them ran in the sub-branch forward: the model applies its dropout some other way (for "
