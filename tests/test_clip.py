@@ -262,11 +262,10 @@ def test_classify_mode_is_held_to_the_image_tower_alone(configs, digit_csv, tmp_
     """Classify mode never runs the text tower, so drop and path are planned and verified on the image tower only
     (requiring the text tower stopped every DropSub classify run), while contrastive mode keeps both towers."""
     family = OpenCLIPFamily()
-    contrastive, classify = _wrapper(configs["tiny-resnet"])[0], _wrapper(configs["tiny-resnet"], "classify")[0]
+    (contrastive, tok, pre), classify = _wrapper(configs["tiny-resnet"]), _wrapper(configs["tiny-resnet"], "classify")[0]
     assert list(family.must_reach(contrastive, kind)) == ["the image tower", "the text tower"]
     assert list(family.must_reach(classify, kind)) == ["the image tower"]
     assert "text tower" not in family.describe(classify, kind, 0.1)
-    _, tok, pre = _wrapper(configs["tiny-resnet"])
     trainer = MaskSubTrainer(model=classify, args=make_args(tmp_path, masksub_type=kind, masksub_ratio=0.3, max_steps=2),
                              train_dataset=_dataset(digit_csv, tok, pre, with_labels=True))
     trainer.train()
