@@ -200,8 +200,8 @@ PRESETS = {
         about="CLIP image tower (EfficientNet-Lite0, ImageNet weights) fine-tuned as a classifier from the text-prompt "
               "weights (the paper's CLIP experiment), a per-seed 1,000 Fashion-MNIST training images x ~10 epochs (300 "
               "steps of 32) at 32x32, AdamW wd 0.1, cosine, 10% warmup; 1,000 test images, evaluated every 30 steps; "
-              "arms: mask 0.5 (pixel blocks) and the perturbations that paid off on the same pretrained CNN elsewhere "
-              "(image-pretrained-long, clip-contrastive-cnn), drop 0.1 and path 0.1"),
+              "arms: mask 0.5 (pixel blocks) and the perturbations that led on the same pretrained CNN elsewhere "
+              "(image-pretrained-long), drop 0.1 and path 0.1"),
     "clip-contrastive-cnn": dict(
         domain="clip", argv=clip_argv("effnet-lite0-minilm", "contrastive", 300),
         arms=["baseline", "masksub", "dropsub-p0.1", "pathsub-p0.1"],

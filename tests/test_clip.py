@@ -171,8 +171,8 @@ def test_cnn_tower_is_block_masked(configs, digit_csv, tmp_path):
 
 
 def test_auto_on_a_contrastive_cnn_tower_takes_its_measured_row(configs, tmp_path, caplog):
-    """A pretrained CNN tower trained contrastively takes the row of clip-contrastive-cnn (path first), not the ViT
-    tower's mask, and its log line claims no gain while that preset's rerun is pending."""
+    """A pretrained CNN tower trained contrastively takes the row of clip-contrastive-cnn (drop first), not the ViT
+    tower's mask, and its log line claims no gain, as that preset established none."""
     model, _, _ = _wrapper(configs["tiny-cnn"])
     choice = CHOICES[("CNN-style image-text", "contrastive")][0]
     with caplog.at_level(logging.WARNING, logger="masksub_hf.trainer"):
@@ -214,8 +214,8 @@ def test_logit_scale_is_clamped_after_each_step(configs, digit_csv, tmp_path):
 
 @pytest.mark.parametrize("tower", ["tiny-vit", "tiny-resnet"])
 def test_drop_and_path_perturb_the_sub_branch_only(configs, digit_csv, tower):
-    """Both towers; on a CNN, path (auto's pick for a contrastive CNN tower) must reach the image tower itself,
-    through the timm trunk's own drop-path slots, not only the text blocks."""
+    """Both towers; on a CNN, path (auto's next pick for a contrastive CNN tower) must reach the image tower
+    itself, through the timm trunk's own drop-path slots, not only the text blocks."""
     model, tok, pre = _wrapper(configs[tower])
     family = find_family(model)
     if tower == "tiny-vit":
