@@ -8,7 +8,11 @@ OUT    ?= output
 
 # The virtual environment, rebuilt when the dependencies change. torch 2.14.1 / torchvision 0.29.1
 # are the releases these machines carry on disk; constraints.txt pins what the tests ran with.
-# --no-compile: Python compiles the modules a run imports on first use, not pip every file of ~6 GB.
+# --no-compile: Python compiles the modules a run imports on first use, not pip every file of ~6 GB,
+# so the recipes must let it keep that bytecode: with PYTHONDONTWRITEBYTECODE set (some shells set
+# it), every process, each test's subprocess included, recompiles torch, transformers and open_clip
+# on import (about 30 s on the 2-core machine, instead of about 9).
+unexport PYTHONDONTWRITEBYTECODE
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
